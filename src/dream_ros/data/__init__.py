@@ -1,0 +1,1 @@
+"""Datasets: NDDS read/write, belief-map labels, augmentation."""

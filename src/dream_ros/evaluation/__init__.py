@@ -1,0 +1,1 @@
+"""DREAM metrics, plots, evaluation command."""

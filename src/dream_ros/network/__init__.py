@@ -1,0 +1,1 @@
+"""Keypoint networks (ours and DREAM-compatible), model files, preprocessing and peak extraction."""

@@ -1,0 +1,1 @@
+"""The ROS layer: the only place that imports rospy."""

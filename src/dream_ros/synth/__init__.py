@@ -1,0 +1,1 @@
+"""Synthetic data: URDF -> MuJoCo scene, domain randomization, NDDS writer."""
