@@ -30,12 +30,18 @@ if [ "$(cat "$VENV/.requirements-hash" 2>/dev/null)" != "$REQ_HASH" ]; then
   say "installing Python requirements"
   # A user who already has a torch build (e.g. CUDA) in the venv keeps it.
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    "$VENV/bin/pip" install -q -r requirements-torch.txt
+    "$VENV/bin/pip" install -q -r requirements-torch.txt 2> >(grep -v "is ignored: it is neither" >&2)
   fi
-  "$VENV/bin/pip" install -q -r requirements.txt
+  "$VENV/bin/pip" install -q -r requirements.txt 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$REQ_HASH" > "$VENV/.requirements-hash"
 else
   say "Python requirements present"
+fi
+
+# The `dream` console command (catkin's devel space installs no entry points).
+if [ ! -x "$VENV/bin/dream" ]; then
+  printf '#!/usr/bin/env bash\nexec "%s/bin/python" -m dream_ros "$@"\n' "$VENV" > "$VENV/bin/dream"
+  chmod +x "$VENV/bin/dream"
 fi
 
 # 3. The catkin workspace (git-ignored) holding this package; messages generated for Python only.
