@@ -1,0 +1,140 @@
+"""BeliefMapCodec: labels, DREAM peak extraction rules, batching, torch/numpy agreement."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from dream_ros.errors import ConfigError, InputError
+from dream_ros.network.codec import BeliefMapCodec, dream_peak_offset
+
+
+def gaussian_map(x, y, w=80, h=60, sigma=2.0, amp=1.0):
+    cols, rows = np.meshgrid(np.arange(w), np.arange(h))
+    return amp * np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma ** 2))
+
+
+@pytest.mark.parametrize("x,y", [(10.0, 20.0), (33.3, 17.8), (50.5, 40.5), (5.02, 54.7), (74.6, 4.5)])
+def test_ours_finds_single_subpixel_peak_to_a_tenth(x, y):
+    # Unbiased while the peak is >= ~4 px (2 sigma) from the border; closer the cut label biases it.
+    codec = BeliefMapCodec()
+    xy, score, det = codec.decode(gaussian_map(x, y)[None].astype(np.float32))
+    assert det[0]
+    assert np.hypot(xy[0, 0] - x, xy[0, 1] - y) < 0.1
+    assert score[0] > 0.5
+
+
+@pytest.mark.parametrize("x,y", [(10.0, 20.0), (33.0, 17.0), (60.0, 45.0)])
+def test_dream_finds_integer_peak_plus_offset(x, y):
+    codec = BeliefMapCodec.dream(peak_offset=0.0)
+    xy, score, det = codec.decode(gaussian_map(x, y)[None])
+    assert det[0] and np.allclose(xy[0], [x, y], atol=1e-6) and score[0] == pytest.approx(1.0)
+    xy2, _, _ = BeliefMapCodec.dream((100, 100)).decode(gaussian_map(x, y)[None])
+    assert np.allclose(xy2[0], [x + 0.4395, y + 0.4395], atol=1e-6)
+
+
+def test_dream_mean5_matches_explicit_window_mean():
+    rng = np.random.default_rng(0)
+    m = gaussian_map(20.3, 30.6) + 0.05 * rng.standard_normal((60, 80))
+    xy, _, det = BeliefMapCodec.dream(peak_offset=0.0).decode(m[None])
+    sm = gaussian_filter(m, 3.0)
+    r, c = np.unravel_index(np.argmax(sm), sm.shape)
+    win = m[r - 2:r + 3, c - 2:c + 3]
+    rr, cc = np.mgrid[r - 2:r + 3, c - 2:c + 3]
+    assert det[0]
+    assert np.allclose(xy[0], [(win * cc).sum() / win.sum(), (win * rr).sum() / win.sum()])
+
+
+@pytest.mark.parametrize("codec", [BeliefMapCodec(), BeliefMapCodec.dream()])
+def test_two_equal_peaks_and_empty_map_are_not_detected(codec):
+    two = gaussian_map(20, 20) + gaussian_map(60, 40)
+    near_equal = gaussian_map(20, 20) + gaussian_map(60, 40, amp=0.9)
+    clear = gaussian_map(20, 20) + gaussian_map(60, 40, amp=0.5)
+    empty = np.zeros((60, 80))
+    xy, scores, det = codec.decode(np.stack([two, near_equal, clear, empty]).astype(np.float32))
+    assert det.tolist() == [False, False, True, False]
+    assert np.isnan(xy[[0, 1, 3]]).all()
+    assert np.allclose(xy[2], [20, 20], atol=0.5)
+    assert scores[3] == 0.0
+
+
+def test_threshold_is_configurable_and_dream_smoothed_peak_height():
+    m = BeliefMapCodec.dream().encode(np.array([[40.0, 30.0]]), np.ones(1, bool), (80, 60))[0]
+    assert gaussian_filter(m, 3.0).max() == pytest.approx(0.304, abs=0.001)
+    assert BeliefMapCodec(threshold=0.2).decode(m[None])[2][0]
+    assert not BeliefMapCodec(threshold=0.35).decode(m[None])[2][0]
+
+
+def test_batched_decode_equals_per_map_decode():
+    rng = np.random.default_rng(1)
+    codec = BeliefMapCodec()
+    maps = np.stack([np.stack([gaussian_map(*rng.uniform([5, 5], [75, 55])) for _ in range(3)])
+                     for _ in range(4)]).astype(np.float32)
+    maps[1, 2] = 0
+    xy, sc, det = codec.decode(maps)
+    assert xy.shape == (4, 3, 2) and sc.shape == (4, 3) and det.shape == (4, 3)
+    for b in range(4):
+        xy1, sc1, det1 = codec.decode(maps[b])
+        np.testing.assert_array_equal(det1, det[b])
+        np.testing.assert_allclose(xy1, xy[b])
+    assert not det[1, 2]
+
+
+def test_dream_label_rule():
+    codec = BeliefMapCodec.dream()
+    xy = np.array([[10.7, 20.2], [3.9, 20.0], [75.0, 20.0], [40.0, 55.0], [40.0, 5.0], [40, 30]])
+    valid = np.array([True, True, True, True, True, False])
+    maps = codec.encode(xy, valid, (80, 60))
+    assert maps.shape == (6, 60, 80) and maps.dtype == np.float32
+    # centred on the truncated pixel, peak 1, 9x9 support
+    assert maps[0].max() == 1.0 and maps[0][20, 10] == 1.0
+    assert np.count_nonzero(maps[0]) == 81
+    assert maps[0][20, 14] == pytest.approx(np.exp(-16 / 8))
+    # window leaves the map (u-4 < 0, u+5 >= w, v+5 >= h) or invalid -> whole map zero
+    assert not maps[1].any() and not maps[2].any() and not maps[3].any() and not maps[5].any()
+    assert maps[4].any()   # v-4 = 1 >= 0
+
+
+def test_subpixel_labels_round_trip_and_out_of_map_is_zero():
+    codec = BeliefMapCodec()
+    xy = np.array([[12.34, 45.67], [0.2, 30.0], [-0.7, 30.0], [40.0, 59.6]])
+    maps = codec.encode(xy, np.ones(4, bool), (80, 60))
+    assert maps[0].max() <= 1.0 and maps[0].max() > 0.9
+    assert maps[1].any() and not maps[2].any() and not maps[3].any()
+    out, _, det = codec.decode(maps[:1])
+    assert det[0] and np.allclose(out[0], xy[0], atol=0.05)
+
+
+def test_encode_torch_batched_matches_numpy():
+    codec = BeliefMapCodec()
+    xy = torch.tensor([[[10.5, 11.5], [float("nan"), 3.0]], [[70.2, 50.1], [30.0, 30.0]]])
+    valid = torch.tensor([[True, True], [True, False]])
+    maps = codec.encode_torch(xy, valid, (80, 60))
+    assert maps.shape == (2, 2, 60, 80) and maps.dtype == torch.float32
+    for b in range(2):
+        np.testing.assert_allclose(maps[b].numpy(), codec.encode(xy[b].numpy(), valid[b].numpy(),
+                                                                 (80, 60)))
+    assert not maps[0, 1].any() and not maps[1, 1].any()
+
+
+def test_coordinate_mapping_and_offset_rule():
+    xy = np.array([[10.0, 20.0]])
+    out = BeliefMapCodec.input_to_output(xy, (320, 240), (80, 60))
+    assert np.allclose(out, [[2.5, 5.0]])
+    assert np.allclose(BeliefMapCodec.output_to_input(out, (80, 60), (320, 240)), xy)
+    assert dream_peak_offset((100, 100)) == 0.4395 and dream_peak_offset((400, 400)) == 0.0
+    assert dream_peak_offset((416, 416)) == 0.0 and dream_peak_offset((208, 208)) == 0.4395
+
+
+def test_bad_input_and_config_raise():
+    with pytest.raises(ConfigError):
+        BeliefMapCodec(label_mode="nope")
+    with pytest.raises(ConfigError):
+        BeliefMapCodec.from_dict({"sigma": 2.0, "bogus": 1})
+    with pytest.raises(InputError):
+        BeliefMapCodec().decode(np.zeros((60, 80)))
+    with pytest.raises(InputError):
+        BeliefMapCodec().encode(np.zeros((3, 3)), np.ones(3, bool), (80, 60))
+    c = BeliefMapCodec(sigma=1.5, peak_offset=0.1)
+    assert BeliefMapCodec.from_dict(c.to_dict()) == c
