@@ -1,0 +1,142 @@
+"""Our keypoint networks for real-time CPU inference and training on 2-core machines.
+
+A small ResNet-style encoder (BasicBlocks, BatchNorm, stride-4 stem, strides 4..32) with an
+FPN-style top-down decoder back to stride 4, then a small head giving linear belief maps (no
+sigmoid), one channel per keypoint. Input: any H, W divisible by 4 (the default 320x240 is not
+divisible by 32, so the decoder upsamples to each lateral's size); output (H/4, W/4).
+
+Why this shape (measured with scripts/bench_network.py, 2 threads, 320x240, channels_last):
+stride-4 maps keep the decoder cheap, while DREAM's 400x400 full-resolution decoders cost
+0.7-2 s per forward on this CPU; the stride-4 stem does the early high-resolution work with few
+channels. The variants trade accuracy capacity for speed; see NETWORK_INFO and the docs.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from dream_ros.errors import ConfigError
+
+# arch -> settings. stem: channels of the two stride-2 stem convs; widths/blocks: per encoder stage
+# (strides 4, 8, 16, 32); dec: decoder channels; head: hidden channels of the head.
+_ARCHS: Dict[str, dict] = {
+    # default: probe-like encoder with one block fewer at stride 4 and a 64-channel decoder
+    "dream_lite_s4": dict(stem=(24, 32), widths=(32, 64, 128, 256), blocks=(1, 2, 2, 2),
+                          dec=64, head=64),
+    # the measured probe: ResNet-18-like 32/64/128/256, two blocks per stage
+    "dream_res18_s4": dict(stem=(32, 32), widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2),
+                           dec=96, head=64),
+    # lighter still, for slower machines
+    "dream_tiny_s4": dict(stem=(16, 24), widths=(24, 48, 96, 192), blocks=(1, 1, 2, 1),
+                          dec=48, head=48),
+}
+
+# Public facts per architecture: output stride and default network input (W, H).
+NETWORK_INFO: Dict[str, dict] = {name: dict(stride=4, default_input=(320, 240)) for name in _ARCHS}
+
+INPUT_MULTIPLE = 4   # input W and H must be multiples of the output stride
+
+
+def available_archs() -> List[str]:
+    return sorted(_ARCHS)
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs + identity or 1x1 projection shortcut)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                       nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.relu(y + self.shortcut(x))
+
+
+class KeypointNet(nn.Module):
+    """Encoder (strides 4..32) + FPN top-down decoder to stride 4 + belief-map head."""
+
+    stride = 4
+
+    def __init__(self, num_keypoints: int, stem: Sequence[int], widths: Sequence[int],
+                 blocks: Sequence[int], dec: int, head: int):
+        super().__init__()
+        self.num_keypoints = int(num_keypoints)
+        self.stem = nn.Sequential(_conv_bn_relu(3, stem[0], 2), _conv_bn_relu(stem[0], stem[1], 2))
+        stages = []
+        cin = stem[1]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            layers = [BasicBlock(cin, w, 1 if i == 0 else 2)]
+            layers += [BasicBlock(w, w) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.lateral = nn.ModuleList([nn.Conv2d(w, dec, 1) for w in widths])
+        self.smooth = _conv_bn_relu(dec, dec)
+        self.head = nn.Sequential(_conv_bn_relu(dec, head), nn.Conv2d(head, self.num_keypoints, 1))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # Zero-init the last BN of each residual branch: blocks start as identities (trains faster).
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+        # Small final layer: output starts near the all-zero map the labels mostly are.
+        final = self.head[-1]
+        nn.init.normal_(final.weight, std=1e-3)
+        nn.init.zeros_(final.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        y = self.stem(x)
+        for stage in self.stages:
+            y = stage(y)
+            feats.append(y)
+        top = self.lateral[-1](feats[-1])
+        for i in range(len(feats) - 2, -1, -1):
+            lat = self.lateral[i](feats[i])
+            # size-based upsampling: inputs not divisible by 32 (e.g. 240 rows) give odd-sized maps
+            top = F.interpolate(top, size=lat.shape[-2:], mode="nearest") + lat
+        return self.head(self.smooth(top))
+
+
+def build_network(arch: str, num_keypoints: int) -> nn.Module:
+    """A freshly initialised network of one of our architectures (see ``available_archs()``)."""
+    if arch not in _ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}; ours are {available_archs()}")
+    if int(num_keypoints) < 1:
+        raise ConfigError(f"num_keypoints must be >= 1, got {num_keypoints}")
+    net = KeypointNet(int(num_keypoints), **_ARCHS[arch])
+    net.arch = arch
+    return net
+
+
+def check_input_size(width: int, height: int) -> None:
+    """Our nets need W and H divisible by the output stride (4)."""
+    if width % INPUT_MULTIPLE or height % INPUT_MULTIPLE or width <= 0 or height <= 0:
+        raise ConfigError(f"network input {width}x{height} must be positive multiples of "
+                          f"{INPUT_MULTIPLE}")
