@@ -1,0 +1,320 @@
+"""Single-frame camera pose from 2D-3D keypoint correspondences (OpenCV).
+
+``solve_pnp`` returns camera_T_base (base-frame points into the OpenCV optical frame) as a
+``PoseEstimate``. Pipeline: drop missing rows (NaN in points_2d) -> degeneracy checks -> EPnP
+(and SQPnP, the better one kept) on all points, then, if some points disagree and ``robust``, on
+leave-one-out subsets and in OpenCV's RANSAC, hypotheses ranked by MSAC cost -> Levenberg-Marquardt
+refinement on the inliers -> inliers re-decided on the refined pose -> per-point reprojection
+errors and a 6x6 covariance.
+
+Failure is a value; ``status`` is one of:
+  ok, too_few_points, collinear, tiny_image_extent, too_few_inliers, behind_camera, non_finite,
+  solver_failed.
+Bad arguments (wrong shapes, non-finite 3D points, bad K) raise InputError.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .types import PoseEstimate
+
+LM_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 20, 1e-10)
+
+
+# ---------------------------------------------------------------------------------- validation
+def check_camera(K, dist=None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """K as float64 (3, 3) and dist as float64 (M,) or None; InputError naming what is wrong."""
+    try:
+        K = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("camera matrix K must be a numeric 3x3 array")
+    if K.shape != (3, 3):
+        raise InputError("camera matrix K must have shape (3, 3), got %s" % (K.shape,))
+    if not np.all(np.isfinite(K)):
+        raise InputError("camera matrix K contains NaN or infinite values")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError("camera matrix K has a non-positive focal length (fx=%g, fy=%g)"
+                         % (K[0, 0], K[1, 1]))
+    if dist is not None:
+        try:
+            dist = np.asarray(dist, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise InputError("distortion coefficients must be numeric")
+        if dist.size not in (4, 5, 8, 12, 14):
+            raise InputError("distortion must have 4, 5, 8, 12 or 14 coefficients (OpenCV), got %d"
+                             % dist.size)
+        if not np.all(np.isfinite(dist)):
+            raise InputError("distortion coefficients contain NaN or infinite values")
+        if not np.any(dist):
+            dist = None
+    return K, dist
+
+
+def check_correspondences(points_3d, points_2d) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points_3d (N,3), points_2d (N,2), valid (N,)) as float64; a row is missing when its 2D
+    point has a NaN. Non-finite 3D points on present rows or infinite 2D values raise InputError."""
+    try:
+        p3 = np.asarray(points_3d, dtype=np.float64)
+        p2 = np.asarray(points_2d, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("points_3d and points_2d must be numeric arrays")
+    if p3.ndim != 2 or p3.shape[1] != 3:
+        raise InputError("points_3d must have shape (N, 3), got %s" % (p3.shape,))
+    if p2.ndim != 2 or p2.shape[1] != 2:
+        raise InputError("points_2d must have shape (N, 2), got %s" % (p2.shape,))
+    if p3.shape[0] != p2.shape[0]:
+        raise InputError("points_3d has %d rows but points_2d has %d" % (p3.shape[0], p2.shape[0]))
+    if np.any(np.isinf(p2)):
+        raise InputError("points_2d rows %s are infinite (use NaN for missing keypoints)"
+                         % np.flatnonzero(np.any(np.isinf(p2), axis=1)).tolist())
+    valid = ~np.any(np.isnan(p2), axis=1)
+    bad3 = valid & ~np.all(np.isfinite(p3), axis=1)
+    if np.any(bad3):
+        raise InputError("points_3d rows %s are NaN or infinite" % np.flatnonzero(bad3).tolist())
+    return p3, p2, valid
+
+
+# ---------------------------------------------------------------------------------- helpers
+def undistort_pixels(points_2d: np.ndarray, K: np.ndarray, dist: Optional[np.ndarray]):
+    """Ideal (distortion-free) pixel coordinates of raw pixels."""
+    if dist is None or len(points_2d) == 0:
+        return points_2d
+    return cv2.undistortPoints(points_2d.reshape(-1, 1, 2), K, dist, P=K).reshape(-1, 2)
+
+
+def project(points_3d, rvec, tvec, K, dist=None, jacobian=False):
+    """Projected pixels (N, 2) and, if asked, the (2N, 6) Jacobian w.r.t. (tvec, rvec)."""
+    img, J = cv2.projectPoints(np.asarray(points_3d, np.float64).reshape(-1, 1, 3),
+                               np.asarray(rvec, np.float64).reshape(3, 1),
+                               np.asarray(tvec, np.float64).reshape(3, 1), K, dist)
+    img = img.reshape(-1, 2)
+    if not jacobian:
+        return img
+    return img, np.hstack([J[:, 3:6], J[:, 0:3]])       # OpenCV's column order: rvec, tvec, ...
+
+
+def _refine(p3, p2, K, dist, rvec, tvec):
+    rvec, tvec = cv2.solvePnPRefineLM(p3, p2, K, dist, rvec.copy(), tvec.copy(), LM_CRITERIA)
+    return rvec.reshape(3), tvec.reshape(3)
+
+
+def _rms(p3, p2, K, dist, rvec, tvec) -> float:
+    return float(np.sqrt(np.mean(np.sum((project(p3, rvec, tvec, K, dist) - p2) ** 2, axis=1))))
+
+
+def _epnp(p3, p2, K, dist, flags=(cv2.SOLVEPNP_EPNP, cv2.SOLVEPNP_SQPNP)):
+    """(rvec, tvec) from EPnP or SQPnP, whichever reprojects better, or None. EPnP alone lands in
+    a wrong minimum for near-degenerate keypoint layouts (several keypoints of a robot are often
+    nearly collinear); SQPnP is globally optimal in its object-space error and costs as little."""
+    best = None
+    for flag in flags:
+        try:
+            ok, rvec, tvec = cv2.solvePnP(p3, p2, K, dist, flags=flag)
+        except cv2.error:
+            continue
+        if not ok or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
+            continue
+        sse = float(np.sum((project(p3, rvec, tvec, K, dist) - p2) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, rvec.reshape(3), tvec.reshape(3))
+    return None if best is None else best[1:]
+
+
+def _msac(p3, p2, K, dist, pose, thr):
+    """(MSAC cost, errors): squared reprojection errors truncated at thr^2, so among poses with
+    equally many inliers the tighter fit wins (OpenCV's RANSAC keeps the first maximal set)."""
+    err = np.linalg.norm(project(p3, pose[0], pose[1], K, dist) - p2, axis=1)
+    if not np.all(np.isfinite(err)):
+        return np.inf, err
+    return float(np.sum(np.minimum(err, thr) ** 2)), err
+
+
+LOO_MIN = 3
+
+
+def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, loo_max=12):
+    """(rvec, tvec, inlier mask) minimising the MSAC cost, or None.
+
+    Hypotheses, cheapest first, stopping at the first tight one (every point it does not leave
+    out within thr / 2; a loose fit of all points may be a wrong pose that absorbed an outlier):
+    1. all points;
+    2. leave-one-out subsets (N <= loo_max; one wrong keypoint is the common case), the point
+       with the largest error under hypothesis 1 left out first;
+    3. OpenCV's RANSAC (EPnP on random 5-point samples) when no hypothesis has N - 1 inliers.
+    The best two by MSAC cost are LM-refined on their inliers before the final choice."""
+    n = len(p3)
+    hyps = []
+
+    def add(pose, left_out=None):
+        """Adds a hypothesis; True when it is tight."""
+        if pose is None or not (np.all(np.isfinite(pose[0])) and np.all(np.isfinite(pose[1]))):
+            return False
+        cost, err = _msac(p3, p2, K, dist, pose, thr)
+        hyps.append((cost, pose, err < thr, err))
+        others = err if left_out is None else np.delete(err, left_out)
+        return bool(np.all(others < 0.5 * thr))
+
+    tight = add(_epnp(p3, p2, K, dist))
+    if not tight and hyps and max(min_points, 5) <= n - 1 and n <= loo_max:
+        keep = np.ones(n, bool)
+        for rank, i in enumerate(np.argsort(-hyps[0][3])):
+            keep[i] = False
+            # SQPnP only: half the cost, and the better of the two on near-degenerate layouts.
+            tight = add(_epnp(p3[keep], p2[keep], K, dist, flags=(cv2.SOLVEPNP_SQPNP,)),
+                        left_out=i) or tight
+            keep[i] = True
+            if tight and rank + 1 >= LOO_MIN:
+                break
+    if not tight and not any(h[2].sum() >= n - 1 for h in hyps):
+        ok, rvec, tvec, _ = cv2.solvePnPRansac(
+            p3, p2, K, dist, iterationsCount=iterations, reprojectionError=thr,
+            confidence=confidence, flags=cv2.SOLVEPNP_EPNP)
+        if ok:
+            add((rvec.reshape(3), tvec.reshape(3)))
+    hyps = [h for h in hyps if h[2].sum() >= min_points]
+    if not hyps:
+        return None
+    hyps.sort(key=lambda h: h[0])
+    best = None
+    for cost, (rvec, tvec), mask, _ in hyps[:2]:
+        rvec, tvec = _refine(p3[mask], p2[mask], K, dist, rvec, tvec)
+        cost, err = _msac(p3, p2, K, dist, (rvec, tvec), thr)
+        if best is None or cost < best[0]:
+            best = (cost, rvec, tvec, err < thr)
+    return best[1], best[2], best[3]
+
+
+def pose_covariance(p3, p2, K, dist, rvec, tvec, sigma_floor_px=0.0) -> np.ndarray:
+    """6x6 covariance of (tx, ty, tz, rx, ry, rz): s^2 (J^T J)^-1 with s^2 the residual variance
+    (sum of squared residuals / (2n - 6)), floored at sigma_floor_px^2."""
+    img, J = project(p3, rvec, tvec, K, dist, jacobian=True)
+    r = (img - p2).ravel()
+    dof = max(r.size - 6, 1)
+    s2 = max(float(r @ r) / dof, sigma_floor_px ** 2)
+    # cv2.invert: numpy's LAPACK inv of a 6x6 costs ~0.5 ms under OpenBLAS threading, this ~5 us.
+    cond, inv = cv2.invert(J.T @ J, flags=cv2.DECOMP_SVD)
+    if not cond > 1e-14:        # rcond of J^T J: the pose is not determined by these points
+        return np.full((6, 6), np.inf)
+    return s2 * inv
+
+
+# ---------------------------------------------------------------------------------- solver
+def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_points: int = 4,
+              ransac_reprojection_px: float = 10.0, ransac_iterations: int = 200,
+              ransac_confidence: float = 0.999, min_image_extent_px: float = 8.0,
+              collinear_tolerance: float = 1e-3, sigma_floor_px: float = 0.0,
+              inlier_px: Optional[float] = None) -> PoseEstimate:
+    """camera_T_base from 2D-3D correspondences (see module docstring).
+
+    points_3d (N, 3) base frame, points_2d (N, 2) raw pixels with NaN rows for missing keypoints,
+    K (3, 3), dist OpenCV distortion coefficients or None.
+    robust: RANSAC with ``ransac_reprojection_px`` so wrong keypoints are rejected; after the LM
+    refinement a point is an inlier when its reprojection error is below ``inlier_px`` (defaults
+    to ransac_reprojection_px). Non-robust: every present point is used.
+    min_image_extent_px: the present points must span at least this many pixels.
+    collinear_tolerance: points whose minor spread is below this fraction of their major spread
+    (3D, or 2D for a degenerate view) are collinear.
+    sigma_floor_px: lower bound of the residual standard deviation used in the covariance (so that
+    exact input does not give a zero covariance unless asked for).
+    Returns PoseEstimate with inliers / reprojection_errors_px over all N rows (False / NaN for
+    missing rows) and extras: num_given, rms/median/max_reprojection_px (inliers).
+    """
+    if int(min_points) < 4:
+        raise InputError("min_points must be at least 4 (PnP needs 4 correspondences), got %r"
+                         % (min_points,))
+    K, dist = check_camera(K, dist)
+    p3_all, p2_all, valid = check_correspondences(points_3d, points_2d)
+    n_given = len(valid)
+    idx = np.flatnonzero(valid)
+    n = len(idx)
+
+    def fail(status, reason):
+        est = PoseEstimate.failure(status, reason, num_points=n)
+        est.inliers = np.zeros(n_given, bool)
+        est.extras = {"num_given": n_given}
+        return est
+
+    if n < min_points:
+        return fail("too_few_points", "%d keypoint correspondences, at least %d needed"
+                    % (n, min_points))
+    p3 = np.ascontiguousarray(p3_all[idx])
+    p2 = np.ascontiguousarray(p2_all[idx])
+
+    # Degenerate geometry: checked up front because OpenCV would return a confident wrong pose.
+    s3 = np.linalg.svd(p3 - p3.mean(axis=0), compute_uv=False)
+    if s3[0] <= 1e-12 or s3[1] < collinear_tolerance * s3[0]:
+        return fail("collinear", "the %d 3D keypoints are (nearly) collinear or coincide: the "
+                    "rotation about their line is undetermined" % n)
+    ideal = undistort_pixels(p2, K, dist)
+    extent = float(np.max(np.ptp(ideal, axis=0)))
+    if extent < min_image_extent_px:
+        return fail("tiny_image_extent", "the keypoints span only %.1f px (< %.1f px): the robot "
+                    "is too small in the image for a pose" % (extent, min_image_extent_px))
+    s2 = np.linalg.svd(ideal - ideal.mean(axis=0), compute_uv=False)
+    if s2[1] < collinear_tolerance * s2[0]:
+        return fail("collinear", "the %d image keypoints lie on a line: the camera sees the "
+                    "robot edge-on, the pose is undetermined" % n)
+
+    ransac_px = float(ransac_reprojection_px)
+    inlier_px = ransac_px if inlier_px is None else float(inlier_px)
+    try:
+        if robust:
+            init = _robust_pose(p3, p2, K, dist, ransac_px, min_points, int(ransac_iterations),
+                                float(ransac_confidence))
+        else:
+            init = _epnp(p3, p2, K, dist)
+            init = None if init is None else init + (np.ones(n, bool),)
+        if init is None:
+            return fail("solver_failed", "OpenCV EPnP/SQPnP found no pose%s"
+                        % (" explaining %d points" % min_points if robust else ""))
+        rvec, tvec, mask = init
+        if mask.sum() < min_points:
+            return fail("too_few_inliers", "only %d of %d keypoints agree on a pose (%.1f px)"
+                        % (mask.sum(), n, ransac_px))
+        if not robust:
+            rvec, tvec = _refine(p3, p2, K, dist, rvec, tvec)
+        if robust:
+            # Inliers re-decided on the refined pose, refined once more if they changed.
+            err = np.linalg.norm(project(p3, rvec, tvec, K, dist) - p2, axis=1)
+            new_mask = err < inlier_px
+            if new_mask.sum() >= min_points and not np.array_equal(new_mask, mask):
+                mask = new_mask
+                rvec, tvec = _refine(p3[mask], p2[mask], K, dist, rvec, tvec)
+    except cv2.error as exc:
+        return fail("solver_failed", "OpenCV error: %s" % str(exc).strip().splitlines()[-1])
+
+    if not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
+        return fail("non_finite", "the solver returned a non-finite pose")
+    err = np.linalg.norm(project(p3, rvec, tvec, K, dist) - p2, axis=1)
+    if robust:
+        mask = err < inlier_px
+        if mask.sum() < min_points:
+            return fail("too_few_inliers", "only %d of %d keypoints reproject within %.1f px"
+                        % (mask.sum(), n, inlier_px))
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(rvec)[0]
+    T[:3, 3] = tvec
+    z = p3[mask] @ T[:3, :3].T[:, 2] + T[2, 3]
+    if np.any(z <= 0):
+        return fail("behind_camera", "%d of the %d inlier keypoints are behind the camera in the "
+                    "solution" % (int(np.sum(z <= 0)), int(mask.sum())))
+    cov = pose_covariance(p3[mask], p2[mask], K, dist, rvec, tvec, sigma_floor_px)
+    if not np.all(np.isfinite(cov)):
+        return fail("non_finite", "the pose covariance is not finite (degenerate geometry)")
+
+    errors = np.full(n_given, np.nan)
+    errors[idx] = err
+    inliers = np.zeros(n_given, bool)
+    inliers[idx] = mask
+    e_in = err[mask]
+    return PoseEstimate(
+        status="ok", camera_T_base=T, covariance=cov, reprojection_errors_px=errors,
+        inliers=inliers, num_points=n, frames_used=1,
+        extras={"num_given": n_given,
+                "rms_reprojection_px": float(np.sqrt(np.mean(e_in ** 2))),
+                "median_reprojection_px": float(np.median(e_in)),
+                "max_reprojection_px": float(np.max(e_in))})
