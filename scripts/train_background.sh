@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start (or resume) the background Panda training run; safe to run again: if the run is already
+# going it says so and exits. Resumes RUN_DIR/last.pt, appends to RUN_DIR/train.log.
+#   scripts/train_background.sh                 # defaults below
+#   RUN_DIR=/work/runs/x DATA="/d1 /d2" ARCH=dream_tiny_s4 EXTRA="--max-minutes 60" scripts/train_background.sh
+set -eo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN_DIR="${RUN_DIR:-/work/runs/panda_lite}"
+DATA="${DATA:-/work/data/panda_train_320}"
+ARCH="${ARCH:-dream_tiny_s4}"
+THREADS="${THREADS:-2}"
+EXTRA="${EXTRA:-}"
+mkdir -p "$RUN_DIR"
+PIDFILE="$RUN_DIR/train.pid"
+if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  echo "training already running in $RUN_DIR (pid $(cat "$PIDFILE")); log: $RUN_DIR/train.log"
+  exit 0
+fi
+source "$ROOT/scripts/env.sh"
+DATA_ARGS=()
+for d in $DATA; do DATA_ARGS+=(--data "$d"); done
+cd "$ROOT"
+echo "=== $(date -u +%FT%TZ) start: arch $ARCH data $DATA extra $EXTRA" >> "$RUN_DIR/train.log"
+# nice: the renderer and interactive work keep priority over the background run
+nohup nice -n 10 python -m dream_ros train "${DATA_ARGS[@]}" --robot panda --arch "$ARCH" \
+  --out "$RUN_DIR" --resume --threads "$THREADS" --no-progress $EXTRA \
+  >> "$RUN_DIR/train.log" 2>&1 < /dev/null &
+echo $! > "$PIDFILE"
+echo "training started in $RUN_DIR (pid $!); log: $RUN_DIR/train.log"

@@ -1,0 +1,57 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds the bare model's weights, the optimizer state, the counters the schedules are
+computed from (images seen, steps, wall hours; the learning rate and label width are functions of
+images seen, so no scheduler object needs saving), the validation history and provenance. Files
+are written atomically so an interrupted save never leaves a corrupt ``last.pt``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigError
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(run_dir: Path, state: Dict[str, Any], best: bool = False) -> Path:
+    path = Path(run_dir) / LAST
+    atomic_torch_save(state, path)
+    if best:
+        atomic_torch_save(state, Path(run_dir) / BEST)
+    return path
+
+
+def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
+    """Load a checkpoint file, or ``last.pt`` of a run directory; None if the run has none yet."""
+    import torch
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise ConfigError("cannot read checkpoint %s: %s" % (path, exc))
+    if not isinstance(state, dict) or "model" not in state or "counters" not in state:
+        raise ConfigError("%s is not a dream_ros training checkpoint" % path)
+    return state

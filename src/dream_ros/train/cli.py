@@ -1,0 +1,94 @@
+"""``python -m dream_ros train``: train / resume / fine-tune a keypoint network, or export a run.
+
+Examples::
+
+    python -m dream_ros train --data /work/data/panda_train_320 --robot panda \\
+        --arch dream_tiny_s4 --out /work/runs/panda_lite --resume --max-minutes 600
+    torchrun --nproc_per_node=2 -m dream_ros train --data DIR --out RUN ...   # DDP (gloo on CPU)
+    python -m dream_ros train --export /work/runs/panda_lite --to models/panda_default.pt
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+DEFAULT_ARCH = "dream_tiny_s4"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", default=[], metavar="DIR",
+                   help="NDDS dataset directory (repeatable); re-scanned every epoch")
+    p.add_argument("--robot", default="panda", help="robot config name or YAML path")
+    p.add_argument("--arch", default=DEFAULT_ARCH, help="network architecture (network/ours.py)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory: checkpoints, logs, TensorBoard")
+    p.add_argument("--input-size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
+    p.add_argument("--epochs", type=int, default=1000000,
+                   help="number of epochs (each draws --epoch-images frames)")
+    p.add_argument("--epoch-images", type=int, default=8000,
+                   help="frames drawn per epoch (0 = all); validation + checkpoint after each")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if present")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune from a model file or DREAM .pth")
+    p.add_argument("--batch-size", type=int, default=24)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--schedule-images", type=int, default=400000,
+                   help="cosine learning-rate horizon in cumulative images seen")
+    p.add_argument("--warmup-images", type=int, default=3000)
+    p.add_argument("--sigma-start", type=float, default=4.0,
+                   help="initial label sigma (output cells), annealed to the codec's sigma")
+    p.add_argument("--sigma-anneal-images", type=int, default=60000)
+    p.add_argument("--fg-weight", type=float, default=10.0,
+                   help="squared-error weight 1 + FG*target (0 = plain MSE as DREAM)")
+    p.add_argument("--augment", default="strong", choices=("none", "dream", "strong"))
+    p.add_argument("--workers", type=int, default=1, help="data loader worker processes")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--val-fraction", type=float, default=0.02)
+    p.add_argument("--max-val", type=int, default=300, help="validation frames used at most")
+    p.add_argument("--min-frames", type=int, default=500,
+                   help="wait until the data directories hold this many frames")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0 = never)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = never)")
+    p.add_argument("--ckpt-minutes", type=float, default=10.0, help="also checkpoint this often")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--export", metavar="RUN_DIR_OR_CKPT",
+                   help="instead of training: export the best checkpoint as a model file")
+    p.add_argument("--to", metavar="MODEL_PATH", help="with --export: output .pt path")
+    p.add_argument("--which", default="best", choices=("best", "last"),
+                   help="with --export: which checkpoint")
+    p.add_argument("--card", metavar="MD", help="with --export: also write this model card")
+    p.add_argument("--extra-metrics", metavar="JSON",
+                   help="with --export: JSON file of extra metrics to record (e.g. test-set eval)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    if args.export:
+        if not args.to:
+            raise InputError("--export needs --to MODEL_PATH")
+        from .export import export_run
+        export_run(args.export, args.to, which=args.which, card=args.card,
+                   extra_metrics=args.extra_metrics)
+        return 0
+    if not args.data:
+        raise InputError("train needs at least one --data DIR")
+    if not args.out:
+        raise InputError("train needs --out RUN_DIR")
+    from .loop import TrainConfig, train
+    cfg = TrainConfig(
+        data=list(args.data), out=args.out, robot=args.robot, arch=args.arch,
+        input_size=tuple(args.input_size), epochs=args.epochs, epoch_images=args.epoch_images,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_images=args.warmup_images, schedule_images=args.schedule_images,
+        sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
+        fg_weight=args.fg_weight, augment=args.augment, workers=args.workers,
+        threads=args.threads, val_fraction=args.val_fraction, max_val=args.max_val,
+        min_frames=args.min_frames, max_minutes=args.max_minutes, max_steps=args.max_steps,
+        ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, seed=args.seed,
+        log_every=args.log_every, device=args.device, progress=not args.no_progress,
+        command="python -m dream_ros " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    train(cfg)
+    return 0

@@ -1,0 +1,399 @@
+"""The training loop: data -> labels -> loss -> AdamW, with validation PCK, checkpoints and resume.
+
+Choices made for accuracy per CPU-hour (see docs/reference cpu-training-probe):
+- The learning rate and the label width are functions of the cumulative images seen, so a run can
+  be stopped and resumed any number of times and continues the same schedule.
+- Labels start wide (sigma 4 output cells) and shrink to the codec's sigma, and the squared error is
+  weighted up on the Gaussian foreground: both shorten the all-zeros plateau a plain MSE sits on.
+- An "epoch" is a bounded random draw (``epoch_images``) from the frames present at its start, so a
+  dataset that is still being rendered is re-scanned often and validation/checkpoints come regularly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from . import checkpoint as ckpt
+from . import distributed as dist_util
+from .dataset import FrameIndex, KeypointDataset
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: List[str]
+    out: str
+    robot: str = "panda"
+    arch: str = "default"
+    input_size: Sequence[int] = (320, 240)
+    epochs: int = 1000000            # bounded by --max-minutes in practice
+    epoch_images: int = 8000
+    batch_size: int = 24
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_images: int = 3000
+    schedule_images: int = 400000    # cosine decay horizon in cumulative images seen
+    lr_floor: float = 0.05           # fraction of lr kept after the horizon
+    sigma_start: float = 4.0
+    sigma_anneal_images: int = 60000
+    fg_weight: float = 10.0
+    augment: str = "strong"
+    workers: int = 1
+    threads: int = 2
+    val_fraction: float = 0.02
+    max_val: int = 300
+    min_frames: int = 500
+    max_minutes: float = 0.0         # 0 = no limit
+    max_steps: int = 0               # 0 = no limit (tests)
+    ckpt_minutes: float = 10.0
+    resume: bool = False
+    init: Optional[str] = None
+    seed: int = 0
+    log_every: int = 50
+    device: str = "auto"
+    progress: bool = True
+    command: str = ""
+
+
+# ---------------------------------------------------------------------------------- schedules
+def lr_at(cfg: TrainConfig, images: float) -> float:
+    warm = min(1.0, (images + 1.0) / max(1.0, cfg.warmup_images))
+    t = min(1.0, images / max(1.0, cfg.schedule_images))
+    return cfg.lr * warm * (cfg.lr_floor + (1.0 - cfg.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def sigma_at(cfg: TrainConfig, images: float, final_sigma: float) -> float:
+    if cfg.sigma_anneal_images <= 0 or cfg.sigma_start <= final_sigma:
+        return final_sigma
+    f = max(0.0, 1.0 - images / cfg.sigma_anneal_images)
+    return final_sigma + (cfg.sigma_start - final_sigma) * f
+
+
+def weighted_mse(pred, target, fg_weight: float):
+    """MSE weighted by (1 + fg_weight * target): foreground errors count more, mean over all cells."""
+    w = 1.0 + fg_weight * target
+    return (w * (pred - target) ** 2).mean()
+
+
+# ---------------------------------------------------------------------------------- metrics
+def pck_summary(err: np.ndarray, n_inframe: int) -> Dict[str, float]:
+    """DREAM-style keypoint summary: errors of found in-frame keypoints; missing ones count as fails."""
+    out: Dict[str, float] = {"n_inframe": float(n_inframe), "n_found": float(err.size)}
+    if n_inframe == 0:
+        return out
+    t = np.arange(0.0, 20.0, 0.01)
+    y = (err[None, :] < t[:, None]).sum(axis=1) if err.size else np.zeros_like(t)
+    out["pck_auc"] = float(np.trapezoid(y, dx=0.01) / 20.0 / n_inframe) if hasattr(np, "trapezoid") \
+        else float(np.trapz(y, dx=0.01) / 20.0 / n_inframe)
+    for thr in (2.5, 5, 10, 20):
+        out["pck@%g" % thr] = float((err < thr).sum() / n_inframe)
+    out["detected"] = float(err.size / n_inframe)
+    if err.size:
+        out["median_px"] = float(np.median(err))
+        out["mean_px"] = float(np.mean(err))
+    return out
+
+
+def evaluate(net, loader, codec, out_size, device, fg_weight: float) -> Dict[str, float]:
+    """Validation loss at the final label width and PCK in raw pixels (codec.decode peaks)."""
+    import torch
+    net.eval()
+    errs, n_in, losses = [], 0, []
+    with torch.no_grad():
+        for image, xy_out, xy_raw, scale, raw_size in loader:
+            image = image.to(device).contiguous(memory_format=torch.channels_last)
+            pred = _heatmaps(net(image)).float()
+            valid = torch.isfinite(xy_out).all(-1)
+            target = codec.encode_torch(xy_out.to(device), valid.to(device), out_size)
+            losses.append(float(torch.mean((pred - target) ** 2)))
+            xy_pred, _, det = codec.decode(pred.cpu().numpy())
+            xy_pred = xy_pred * scale.numpy()[:, None, :]
+            gt = xy_raw.numpy()
+            rs = raw_size.numpy()[:, None, :]
+            inframe = np.all(np.isfinite(gt), -1) & np.all((gt >= 0) & (gt <= rs), -1)
+            n_in += int(inframe.sum())
+            found = inframe & det
+            errs.append(np.linalg.norm(xy_pred[found] - gt[found], axis=-1))
+    net.train()
+    err = np.concatenate(errs) if errs else np.zeros(0)
+    res = pck_summary(err, n_in)
+    res["val_mse"] = float(np.mean(losses)) if losses else float("nan")
+    return res
+
+
+def _heatmaps(output):
+    """Networks may return the maps or a tuple/dict whose first entry is the maps."""
+    if isinstance(output, dict):
+        output = output.get("belief_maps", next(iter(output.values())))
+    if isinstance(output, (list, tuple)):
+        output = output[-1] if not hasattr(output[0], "dim") or output[0].dim() != 4 else output[0]
+    return output
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _output_size(net, input_size, device):
+    import torch
+    with torch.no_grad():
+        net.eval()
+        y = _heatmaps(net(torch.zeros(1, 3, input_size[1], input_size[0], device=device)))
+        net.train()
+    return (int(y.shape[-1]), int(y.shape[-2])), int(y.shape[1])
+
+
+def _init_from(net, path: str, log) -> Dict[str, Any]:
+    """Copy every weight of a shipped/DREAM model whose name and shape match (fine-tuning)."""
+    import torch
+    from ..network.model_file import load_model
+    src, src_cfg = load_model(path)
+    mine = net.state_dict()
+    theirs = {k[len("module."):] if k.startswith("module.") else k: v
+              for k, v in src.state_dict().items()}
+    copied = {k: v.to(mine[k].dtype) for k, v in theirs.items()
+              if k in mine and tuple(v.shape) == tuple(mine[k].shape)}
+    if not copied:
+        raise ConfigError("--init %s: no weight matches this architecture by name and shape" % path)
+    mine.update(copied)
+    net.load_state_dict(mine)
+    log("init: copied %d/%d tensors from %s" % (len(copied), len(mine), path))
+    return {"init": str(path), "init_tensors": len(copied)}
+
+
+class _Log:
+    def __init__(self, run_dir: Path, rank: int):
+        self.rank = rank
+        self.path = run_dir / "train_events.log"
+
+    def __call__(self, msg: str) -> None:
+        if self.rank != 0:
+            return
+        line = "[%s] %s" % (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), msg)
+        print(line, flush=True)
+
+
+# ---------------------------------------------------------------------------------- main loop
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..network.codec import BeliefMapCodec
+    from ..network.ours import build_network
+    from ..robot_config import load_robot_config
+
+    ctx = dist_util.setup()
+    rank, world = ctx.rank, ctx.world_size
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    device = torch.device("cuda" if (cfg.device == "auto" and torch.cuda.is_available())
+                          else ("cpu" if cfg.device == "auto" else cfg.device))
+    if ctx.local_rank is not None and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = _Log(run_dir, rank)
+
+    robot = load_robot_config(cfg.robot)
+    names = robot.keypoint_names
+    torch.manual_seed(cfg.seed + rank)
+    net = build_network(cfg.arch, len(names)).to(device)
+    out_size, n_out = _output_size(net, cfg.input_size, device)
+    if n_out != len(names):
+        raise ConfigError("network %s gives %d maps for %d keypoints" % (cfg.arch, n_out, len(names)))
+    codec = BeliefMapCodec()
+    net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")   # mixed precision on CUDA
+
+    counters = {"images_seen": 0, "steps": 0, "epoch": 0, "wall_hours": 0.0, "sessions": 0}
+    history: List[Dict[str, Any]] = []
+    provenance: Dict[str, Any] = {"commands": [], "data": list(cfg.data), "seed": cfg.seed}
+    best_score = -1.0
+    state = ckpt.load_checkpoint(run_dir) if cfg.resume else None
+    if state is not None:
+        if state.get("arch") != cfg.arch or list(state.get("input_size")) != list(cfg.input_size):
+            raise ConfigError("checkpoint in %s is arch %s at %s, not %s at %s"
+                              % (run_dir, state.get("arch"), state.get("input_size"), cfg.arch,
+                                 list(cfg.input_size)))
+        net.load_state_dict(state["model"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            log("optimizer state not restored (%s); continuing with fresh moments" % exc)
+        counters.update(state["counters"])
+        history = list(state.get("history", []))
+        provenance = dict(state.get("provenance", provenance))
+        best_score = float(state.get("best_score", -1.0))
+        log("resumed %s: %d images seen, %.2f h, step %d, best PCK AUC %.4f"
+            % (run_dir, counters["images_seen"], counters["wall_hours"], counters["steps"], best_score))
+    elif cfg.init:
+        provenance.update(_init_from(net, cfg.init, log))
+    elif cfg.resume:
+        log("no checkpoint in %s yet: starting from scratch" % run_dir)
+    counters["sessions"] = int(counters.get("sessions", 0)) + 1
+    provenance.setdefault("commands", []).append(cfg.command or " ".join(sys.argv))
+    provenance["data"] = sorted(set(provenance.get("data", [])) | set(cfg.data))
+
+    model = dist_util.wrap(net, ctx, device)
+    writer = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(run_dir / "tb"))
+        except Exception as exc:  # tensorboard is optional at run time
+            log("tensorboard disabled: %s" % exc)
+    n_params = sum(p.numel() for p in net.parameters())
+    log("arch %s: %.2f M parameters, input %s -> output %s, %d keypoints, device %s, world %d"
+        % (cfg.arch, n_params / 1e6, tuple(cfg.input_size), out_size, len(names), device, world))
+
+    index = FrameIndex(cfg.data, names, object_class=robot.dream_name)
+    start = time.time()
+    last_ckpt = time.time()
+    hours_base = float(counters["wall_hours"])
+
+    def elapsed_min() -> float:
+        return (time.time() - start) / 60.0
+
+    def snapshot(metrics: Optional[Dict[str, float]] = None, best: bool = False) -> None:
+        counters["wall_hours"] = hours_base + (time.time() - start) / 3600.0
+        st = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+              "optimizer": opt.state_dict(), "counters": dict(counters), "history": history,
+              "provenance": provenance, "best_score": best_score, "arch": cfg.arch,
+              "input_size": list(cfg.input_size), "output_size": list(out_size),
+              "keypoint_names": names, "robot": robot.name, "codec": codec.to_dict(),
+              "train_config": dataclasses.asdict(cfg), "metrics": metrics or {}}
+        ckpt.save_checkpoint(run_dir, st, best=best)
+
+    # wait for enough rendered frames (the renderer may still be starting)
+    while True:
+        index.refresh()
+        train_recs, val_recs = index.split(cfg.val_fraction, cfg.max_val)
+        if len(train_recs) >= min(cfg.min_frames, cfg.batch_size * world) and len(index) >= cfg.min_frames \
+                or cfg.min_frames <= 0:
+            break
+        if cfg.max_minutes and elapsed_min() > cfg.max_minutes:
+            raise InputError("only %d frames in %s after waiting" % (len(index), cfg.data))
+        log("waiting for data: %d frames so far (need %d)" % (len(index), cfg.min_frames))
+        time.sleep(30)
+
+    stop = False
+    smooth_loss = None
+    t_rate, n_rate = time.time(), 0
+    while not stop and counters["epoch"] < cfg.epochs:
+        index.refresh()
+        train_recs, val_recs = index.split(cfg.val_fraction, cfg.max_val)
+        if not train_recs:
+            raise InputError("no training frames in %s" % cfg.data)
+        epoch = int(counters["epoch"])
+        g = np.random.default_rng(cfg.seed * 100003 + epoch)
+        n_draw = min(cfg.epoch_images, len(train_recs)) if cfg.epoch_images > 0 else len(train_recs)
+        n_draw = max(world * cfg.batch_size, n_draw - n_draw % (world * cfg.batch_size))
+        order = g.permutation(len(train_recs))
+        order = np.resize(order, n_draw)   # tiny datasets: repeat the permutation
+        mine = order[rank::world].tolist()
+        ds = KeypointDataset([train_recs[i] for i in mine], cfg.input_size, out_size, cfg.augment)
+        loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True,
+                            num_workers=cfg.workers, persistent_workers=False,
+                            prefetch_factor=4 if cfg.workers > 0 else None,
+                            worker_init_fn=_seed_worker)
+        log("epoch %d: %d frames indexed (%d train, %d val shown), drawing %d"
+            % (epoch, len(index), len(train_recs), len(val_recs), n_draw))
+        it = loader
+        if cfg.progress and rank == 0:
+            from tqdm import tqdm
+            it = tqdm(loader, desc="epoch %d" % epoch, mininterval=30.0, file=sys.stderr,
+                      dynamic_ncols=False, ncols=100)
+        for image, xy_out, _, _, _ in it:
+            images = int(counters["images_seen"])
+            lr = lr_at(cfg, images)
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            sigma = sigma_at(cfg, images, codec.sigma)
+            lab = dataclasses.replace(codec, sigma=sigma)
+            image = image.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            xy_out = xy_out.to(device)
+            target = lab.encode_torch(xy_out, torch.isfinite(xy_out).all(-1), out_size)
+            with dist_util.autocast(device):
+                pred = _heatmaps(model(image))
+            loss = weighted_mse(pred.float(), target, cfg.fg_weight)
+            if not torch.isfinite(loss):
+                raise ConfigError("loss became %s at step %d (lr %.2e): lower --lr"
+                                  % (float(loss), counters["steps"], lr))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            counters["images_seen"] = images + image.shape[0] * world
+            counters["steps"] = int(counters["steps"]) + 1
+            n_rate += image.shape[0] * world
+            lv = float(loss.detach())
+            smooth_loss = lv if smooth_loss is None else 0.98 * smooth_loss + 0.02 * lv
+            if rank == 0 and counters["steps"] % cfg.log_every == 0:
+                rate = n_rate / max(1e-6, time.time() - t_rate)
+                t_rate, n_rate = time.time(), 0
+                log("step %d images %d loss %.5f (avg %.5f) lr %.2e sigma %.2f %.1f img/s"
+                    % (counters["steps"], counters["images_seen"], lv, smooth_loss, lr, sigma, rate))
+                if writer is not None:
+                    writer.add_scalar("train/loss", lv, counters["images_seen"])
+                    writer.add_scalar("train/lr", lr, counters["images_seen"])
+                    writer.add_scalar("train/sigma", sigma, counters["images_seen"])
+                    writer.add_scalar("train/img_per_s", rate, counters["images_seen"])
+            if cfg.max_steps and counters["steps"] >= cfg.max_steps:
+                stop = True
+            if cfg.max_minutes and elapsed_min() >= cfg.max_minutes:
+                stop = True
+            if rank == 0 and (time.time() - last_ckpt) / 60.0 >= cfg.ckpt_minutes:
+                snapshot(history[-1] if history else None)
+                last_ckpt = time.time()
+                log("checkpoint (timed): %s" % (run_dir / ckpt.LAST))
+            if dist_util.any_flag(stop, ctx):
+                stop = True
+                break
+        counters["epoch"] = epoch + (0 if stop and cfg.max_steps else 1)
+        # validation + checkpoint (rank 0); the others wait at the barrier
+        if rank == 0:
+            metrics: Dict[str, float] = {}
+            if val_recs:
+                vds = KeypointDataset(val_recs, cfg.input_size, out_size, "none")
+                vl = DataLoader(vds, batch_size=32, shuffle=False, num_workers=cfg.workers)
+                metrics = evaluate(net, vl, codec, out_size, device, cfg.fg_weight)
+            metrics.update({"images_seen": counters["images_seen"], "epoch": counters["epoch"],
+                            "wall_hours": hours_base + (time.time() - start) / 3600.0,
+                            "train_loss_avg": smooth_loss or float("nan"),
+                            "n_frames": len(index), "n_val": len(val_recs)})
+            history.append(metrics)
+            score = metrics.get("pck_auc", -1.0)
+            is_best = score > best_score
+            if is_best:
+                best_score = score
+            snapshot(metrics, best=is_best)
+            last_ckpt = time.time()
+            log("validation after %d images: %s%s" % (counters["images_seen"], json.dumps(
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}),
+                " (best)" if is_best else ""))
+            if writer is not None:
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)) and k.startswith(("pck", "val", "median", "det")):
+                        writer.add_scalar("val/" + k.replace("@", "_at_"), v, counters["images_seen"])
+                writer.flush()
+        dist_util.barrier(ctx)
+    if writer is not None:
+        writer.close()
+    dist_util.cleanup(ctx)
+    return {"counters": counters, "best_score": best_score,
+            "history": history, "output_size": out_size}
+
+
+def _seed_worker(worker_id: int) -> None:
+    import random
+
+    import torch
+    seed = torch.initial_seed() % (2 ** 32)
+    np.random.seed(seed)
+    random.seed(seed)
