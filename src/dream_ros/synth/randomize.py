@@ -1,0 +1,218 @@
+"""Domain randomization: sample one frame's joints, camera, lights, colours and distractors.
+
+Ranges come from the robot config's ``synth`` section (defaults below). The sampler only draws
+numbers from a numpy Generator and applies them to a ``RobotScene``; the scene knows nothing about
+randomization, and the same seed always gives the same frame.
+"""
+from __future__ import annotations
+
+import colorsys
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+from .render import intrinsics_from_fov
+from .scene import RobotScene
+
+DEFAULTS: Dict = {
+    "camera": {
+        "radius_m": [0.7, 2.6],
+        "elevation_deg": [-5, 75],
+        "azimuth_deg": [-180, 180],
+        "look_at_m": [0.0, 0.0, 0.45],
+        "look_at_jitter_m": 0.3,
+        "roll_deg": [-20, 20],
+        "closeup_prob": 0.12,          # look at a random keypoint from close by (partly cropped views)
+        "closeup_radius_m": [0.35, 0.9],
+    },
+    "fov_deg": [40, 80],
+    "principal_jitter_frac": 0.0,      # optional: principal point offset as a fraction of W/H
+    "floor_z_m": 0.0,
+    "recolor_prob": 0.5,               # robot gets random link colours, else its true materials
+    "distractors": [0, 8],
+    "occluder_prob": 0.25,             # a distractor placed between camera and robot
+    "max_joint_tries": 50,
+}
+
+
+def merged_ranges(synth: Dict) -> Dict:
+    """DEFAULTS overridden by a robot config's ``synth`` section (one level deep for camera)."""
+    out = copy.deepcopy(DEFAULTS)
+    for k, v in (synth or {}).items():
+        if k == "camera":
+            if not isinstance(v, dict):
+                raise ConfigError("synth.camera must be a mapping")
+            out["camera"].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def look_at(position: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) -> np.ndarray:
+    """world_T_optical for a camera at ``position`` looking at ``target``, image 'down' as close to
+    world -z as possible, then rolled about the optical axis."""
+    z = target - position
+    z = z / np.linalg.norm(z)
+    down = np.array([0.0, 0.0, -1.0])
+    y = down - down.dot(z) * z
+    if np.linalg.norm(y) < 1e-6:            # looking straight up/down: any image 'down' will do
+        y = np.array([1.0, 0.0, 0.0]) - z[0] * z
+    y /= np.linalg.norm(y)
+    x = np.cross(y, z)
+    c, s = np.cos(roll_rad), np.sin(roll_rad)
+    x, y = c * x + s * y, -s * x + c * y
+    T = np.eye(4)
+    T[:3, :3] = np.c_[x, y, z]
+    T[:3, 3] = position
+    return T
+
+
+@dataclass
+class FrameParams:
+    joints: Dict[str, float]
+    world_T_optical: np.ndarray
+    K: np.ndarray
+    true_materials: bool
+    closeup: bool
+    n_distractors: int
+    tries: int
+    extras: Dict = field(default_factory=dict)
+
+
+class Randomizer:
+    def __init__(self, scene: RobotScene, width: int, height: int, fixed_fov_deg: Optional[float] = None):
+        self.scene, self.width, self.height = scene, int(width), int(height)
+        self.ranges = merged_ranges(scene.config.synth)
+        self.fixed_fov = fixed_fov_deg
+        self.lower, self.upper = scene.joint_limits()
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def sample_joints(self, rng) -> (Dict[str, float], int):
+        """Uniform within limits, rejecting self-collision and links through the floor."""
+        sc = self.scene
+        tries = int(self.ranges["max_joint_tries"])
+        for t in range(1, tries + 1):
+            q = dict(zip(sc.joint_names, rng.uniform(self.lower, self.upper)))
+            full = sc.set_joints(q)
+            if not sc.in_collision():
+                return full, t
+        return full, tries   # give up: keep the last sample (rare; recorded in the frame's extras)
+
+    def sample_camera(self, rng):
+        r = self.ranges
+        cam = r["camera"]
+        sc = self.scene
+        world_T_base = sc.world_T_base()
+        closeup = rng.random() < float(cam.get("closeup_prob", 0.0))
+        if closeup:
+            kp = sc.keypoints_world()
+            target = kp[rng.integers(len(kp))] + rng.uniform(-0.05, 0.05, 3)
+            radius = rng.uniform(*cam["closeup_radius_m"])
+        else:
+            nominal = world_T_base[:3, :3] @ np.asarray(cam["look_at_m"], float) + world_T_base[:3, 3]
+            target = nominal + rng.uniform(-1, 1, 3) * float(cam["look_at_jitter_m"])
+            radius = rng.uniform(*cam["radius_m"])
+        el = np.radians(rng.uniform(*cam["elevation_deg"]))
+        az = np.radians(rng.uniform(*cam["azimuth_deg"]))
+        # azimuth/elevation are measured in the robot base frame
+        d_base = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        pos = target + radius * (world_T_base[:3, :3] @ d_base)
+        floor = float(r.get("floor_z_m", 0.0)) + 0.05
+        pos[2] = max(pos[2], floor)
+        roll = np.radians(rng.uniform(*cam["roll_deg"]))
+        world_T_optical = look_at(pos, target, roll)
+        fov = self.fixed_fov if self.fixed_fov is not None else rng.uniform(*r["fov_deg"])
+        K = intrinsics_from_fov(self.width, self.height, fov)
+        pj = float(r.get("principal_jitter_frac", 0.0))
+        if pj > 0:
+            K[0, 2] += rng.uniform(-pj, pj) * self.width
+            K[1, 2] += rng.uniform(-pj, pj) * self.height
+        return world_T_optical, K, closeup, float(fov)
+
+    def apply_lights(self, rng, world_T_optical):
+        m = self.scene.model
+        target = self.scene.world_T_base()[:3, 3] + np.array([0.0, 0.0, 0.4])
+        for i in range(m.nlight):
+            if i == 0 or rng.random() < 0.7:
+                az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(10), np.radians(85))
+                pos = target + rng.uniform(1.5, 4) * np.array([np.cos(el) * np.cos(az),
+                                                               np.cos(el) * np.sin(az), np.sin(el)])
+                d = target - pos
+                tint = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.35), 1.0))
+                m.light_pos[i] = pos
+                m.light_dir[i] = d / np.linalg.norm(d)
+                m.light_diffuse[i] = tint * rng.uniform(0.25, 0.9)
+                m.light_specular[i] = rng.uniform(0.0, 0.5)
+                m.light_ambient[i] = tint * rng.uniform(0.0, 0.35)
+                m.light_active[i] = 1
+            else:
+                m.light_active[i] = 0
+
+    def apply_colors(self, rng) -> bool:
+        """Random link colours (one colour per link, sometimes per sub-mesh) or true materials."""
+        sc = self.scene
+        if rng.random() >= float(self.ranges["recolor_prob"]):
+            sc.set_robot_rgba(None)
+            return True
+        links = sorted(set(sc.geom_link))
+        per_geom = rng.random() < 0.3
+        colors = {l: colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.15, 1))
+                  for l in links}
+        rgba = np.ones((len(sc.robot_geoms), 4))
+        for i, l in enumerate(sc.geom_link):
+            rgba[i, :3] = (colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.15, 1))
+                           if per_geom else colors[l])
+        sc.set_robot_rgba(rgba)
+        return False
+
+    def apply_distractors(self, rng, world_T_optical) -> int:
+        sc = self.scene
+        m, d = sc.model, sc.data
+        n_slots = len(sc.distractor_geoms)
+        lo, hi = self.ranges["distractors"]
+        n = int(rng.integers(min(lo, n_slots), min(hi, n_slots) + 1)) if n_slots else 0
+        order = rng.permutation(n_slots)
+        cam = world_T_optical[:3, 3]
+        base = sc.world_T_base()[:3, 3]
+        floor = float(self.ranges.get("floor_z_m", 0.0))
+        occluder = rng.random() < float(self.ranges["occluder_prob"])   # at most one per image
+        for rank, slot in enumerate(order):
+            g, mid = sc.distractor_geoms[slot], sc.distractor_mocap[slot]
+            if rank >= n:
+                d.mocap_pos[mid] = [0.0, 0.0, -100.0]
+                continue
+            if occluder and rank == 0:
+                # small object near the robot, on the line of sight: partial occlusion only
+                target = base + np.array([0, 0, rng.uniform(0.1, 0.9)]) + rng.uniform(-0.2, 0.2, 3)
+                pos = cam + rng.uniform(0.6, 0.9) * (target - cam)
+                size = rng.uniform(0.015, 0.06, 3)
+            else:
+                r, az = rng.uniform(0.35, 1.8), rng.uniform(0, 2 * np.pi)
+                pos = base + np.array([r * np.cos(az), r * np.sin(az), 0.0])
+                pos[2] = floor + rng.uniform(0.0, 1.4)
+                size = rng.uniform(0.02, 0.15, 3)
+            d.mocap_pos[mid] = pos
+            q = rng.normal(size=4)
+            d.mocap_quat[mid] = q / np.linalg.norm(q)
+            m.geom_size[g] = size
+            m.geom_rbound[g] = float(np.linalg.norm(size) * 2)   # culling bound must cover the new size
+            c = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 1))
+            m.geom_rgba[g] = [c[0], c[1], c[2], 1.0]
+        return n
+
+    # -- a whole frame ---------------------------------------------------------------------------
+    def sample(self, rng) -> FrameParams:
+        """Draw and apply everything; the scene is ready to render afterwards."""
+        joints, tries = self.sample_joints(rng)
+        world_T_optical, K, closeup, fov = self.sample_camera(rng)
+        self.scene.set_camera(world_T_optical, K, self.width, self.height)
+        self.apply_lights(rng, world_T_optical)
+        true_materials = self.apply_colors(rng)
+        n_distr = self.apply_distractors(rng, world_T_optical)
+        self.scene.forward()
+        return FrameParams(joints=joints, world_T_optical=world_T_optical, K=K,
+                           true_materials=true_materials, closeup=closeup, n_distractors=n_distr,
+                           tries=tries, extras={"fov_y_deg": fov})
