@@ -1,0 +1,331 @@
+"""``python -m dream_ros bench``: per-stage latency and end-to-end throughput of the node's
+processing on a 640x480 stream, for our default model and DREAM's VGG-Q and ResNet-H.
+
+Stages, timed per frame inside one loop so they add up to the end-to-end figure:
+decode (raw rgb8 message buffer -> array; JPEG decode is timed too, reported apart), preprocess
+(resize + normalise -> tensor), network (forward pass), peaks (belief-map peak extraction and
+mapping back to raw pixels), FK (keypoints at the frame's joint angles), PnP, overlay (drawn after
+the pose, not part of the end-to-end figure, as the node draws overlays only when subscribed).
+
+DREAM's architectures run with random weights (speed does not depend on them); so does ours when
+no trained model file is found, which the output says. With random weights the network rarely
+yields four keypoints, so PnP then runs on the frame's true keypoints (with 1 px noise) to time the
+stage honestly; the output says how often. Peak memory is the process's peak resident set size
+while each model runs (reset between models through /proc/self/clear_refs where Linux allows).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Dict, List, Optional
+
+STAGES = ("decode", "preprocess", "network", "peaks", "fk", "pnp")
+W, H = 640, 480
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="panda",
+                   help="our model: robot name (shipped default), model file (default: panda)")
+    p.add_argument("--frames", type=int, default=60,
+                   help="timed frames for our model (default 60; at least 50 for the figures)")
+    p.add_argument("--dream-frames", type=int, default=8,
+                   help="timed frames for each DREAM architecture (default 8: ~1 s each on 2 cores)")
+    p.add_argument("--dream-archs", default="vgg_q,resnet_h",
+                   help="comma-separated DREAM architectures to compare (default vgg_q,resnet_h; "
+                   "'none' to skip)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames per model (default 3)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--json", action="store_true",
+                   help="last line: the full result object (default: the headline figures)")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _percentile_ms(values: List[float], q: float) -> float:
+    import numpy as np
+    return 1000.0 * float(np.percentile(np.asarray(values, float), q)) if values else float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: kB
+
+
+def _stream(n_images: int = 4):
+    """A few synthetic 640x480 frames: (rgb, joints, K, camera_T_base); rendered with the synth
+    module when it works here, else the stored EasyHeC test image with its joints."""
+    import numpy as np
+    from .robot import RobotModel
+    robot = RobotModel.load("panda")
+    base_q = np.array([0.1, -0.35, 0.05, -2.1, 0.05, 1.85, 0.75])
+    K = np.array([[610.0, 0.0, 320.0], [0.0, 610.0, 240.0], [0.0, 0.0, 1.0]])
+    eye, target = np.array([1.55, 0.55, 0.85]), np.array([0.0, 0.0, 0.4])
+    z = (target - eye) / np.linalg.norm(target - eye)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    base_T_cam = np.eye(4)
+    base_T_cam[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+    base_T_cam[:3, 3] = eye
+    camera_T_base = np.linalg.inv(base_T_cam)
+    frames, source = [], "synthetic render (synth.render.RobotRenderer)"
+    try:
+        from .synth.render import RobotRenderer
+        r = RobotRenderer("panda", W, H)
+        try:
+            for i in range(n_images):
+                q = base_q + 0.15 * np.sin(np.arange(7) + i)
+                joints = dict(zip(robot.joint_names, q))
+                frames.append((r.render(joints, camera_T_base, K), joints, K, camera_T_base))
+        finally:
+            r.close()
+    except Exception as exc:   # no GL backend etc.: fall back to a stored real image
+        frames, source = _stored_frames(robot), "stored image (renderer unavailable: %s)" % exc
+    return robot, frames, source
+
+
+def _stored_frames(robot):
+    import cv2
+    import numpy as np
+    base = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "real",
+                        "easyhec_panda")
+    base = os.path.normpath(base) if os.path.isdir(base) else "/work/shared/data/real/easyhec_panda"
+    bgr = cv2.imread(os.path.join(base, "color", "000000.png"))
+    if bgr is None or bgr.shape[:2] != (H, W):
+        raise RuntimeError("no synthetic renderer and no stored 640x480 test image found")
+    q = np.loadtxt(os.path.join(base, "qpos", "000000.txt")).reshape(-1)[:7]
+    K = np.loadtxt(os.path.join(base, "K.txt")).reshape(3, 3)
+    return [(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dict(zip(robot.joint_names, q)), K, None)]
+
+
+class _Pipeline(object):
+    """One model's processing, stage by stage: preprocess -> network -> peaks -> raw pixels."""
+
+    def __init__(self, label: str, net, input_size, codec, names: List[str], note: str = ""):
+        import torch
+        self.label, self.net, self.input_size, self.codec = label, net.eval(), tuple(input_size), codec
+        self.names, self.note = names, note
+        self.params = sum(p.numel() for p in net.parameters())
+        self.torch = torch
+
+    def preprocess(self, rgb):
+        # cv2 INTER_AREA resize + DREAM's normalisation; same work as the detector's Preprocessor
+        import cv2
+        import numpy as np
+        img = cv2.resize(rgb, self.input_size, interpolation=cv2.INTER_AREA)
+        x = (img.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
+        return self.torch.from_numpy(np.ascontiguousarray(x))
+
+    def forward(self, x):
+        with self.torch.inference_mode():
+            out = self.net(x)
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    def peaks(self, maps, raw_size):
+        import numpy as np
+        m = maps[0].float().numpy()
+        xy_out, scores, detected = self.codec.decode(m)
+        out_size = (m.shape[-1], m.shape[-2])
+        xy_in = self.codec.output_to_input(xy_out, out_size, self.input_size)
+        uv = xy_in * np.array([raw_size[0] / self.input_size[0], raw_size[1] / self.input_size[1]])
+        uv[~detected] = np.nan
+        return uv, detected
+
+
+def _our_pipeline(model_arg: str, names: List[str]) -> _Pipeline:
+    from .network.codec import BeliefMapCodec
+    try:
+        from .network.model_file import load_model
+        net, cfg = load_model(model_arg)
+        size = tuple(getattr(cfg, "input_size", None) or getattr(cfg, "input_resolution", None)
+                     or (320, 240))
+        codec = getattr(cfg, "codec", None)
+        if isinstance(codec, dict):
+            codec = BeliefMapCodec.from_dict(codec)
+        return _Pipeline("ours (%s)" % getattr(cfg, "arch", getattr(net, "arch", "?")), net, size,
+                         codec or BeliefMapCodec(), names, "trained model %s" % model_arg)
+    except Exception as exc:
+        from .network.ours import NETWORK_INFO, build_network
+        arch = "dream_lite_s4"
+        net = build_network(arch, len(names))
+        return _Pipeline("ours (%s)" % arch, net, NETWORK_INFO[arch]["default_input"],
+                         BeliefMapCodec(), names,
+                         "RANDOM weights: model %r not loadable (%s)" % (model_arg, str(exc)[:120]))
+
+
+def _dream_pipeline(arch: str, names: List[str]) -> _Pipeline:
+    from .network.codec import BeliefMapCodec
+    from .network.dream_arch import DREAM_DEFAULT_INPUT, build_dream_network, dream_output_size
+    net = build_dream_network(arch, len(names))
+    return _Pipeline("DREAM %s" % arch, net, DREAM_DEFAULT_INPUT,
+                     BeliefMapCodec.dream(dream_output_size(arch, DREAM_DEFAULT_INPUT)), names,
+                     "random weights, 400x400 resize as DREAM's released configs")
+
+
+def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
+    import cv2
+    import numpy as np
+    from .pnp import solve_pnp
+    from .types import Detections
+    from .visualize import calibration_overlay
+
+    raw = [np.ascontiguousarray(f[0]).tobytes() for f in stream]           # rgb8 message data
+    jpg = [cv2.imencode(".jpg", f[0][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in stream]
+    rng = np.random.default_rng(0)
+    times = {k: [] for k in STAGES + ("overlay", "decode_jpeg", "e2e")}
+    pnp_on_labels = 0
+    _reset_peak_rss()
+    for i in range(warmup + n_frames):
+        rgb_src, joints, K, camera_T_base = stream[i % len(stream)]
+        t = [time.perf_counter()]
+        rgb = np.frombuffer(raw[i % len(raw)], np.uint8).reshape(H, W, 3)
+        t.append(time.perf_counter())
+        x = pipe.preprocess(rgb)
+        t.append(time.perf_counter())
+        maps = pipe.forward(x)
+        t.append(time.perf_counter())
+        uv, detected = pipe.peaks(maps, (W, H))
+        t.append(time.perf_counter())
+        pts = robot.keypoints_3d(joints)
+        t.append(time.perf_counter())
+        use_labels = int(np.count_nonzero(detected)) < 4 and camera_T_base is not None
+        if use_labels:   # random weights: time PnP on the true keypoints instead (see docstring)
+            pc = pts @ camera_T_base[:3, :3].T + camera_T_base[:3, 3]
+            uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+            uv = uv + rng.normal(0.0, 1.0, uv.shape)
+        est = solve_pnp(pts, uv, K)
+        t.append(time.perf_counter())
+        det = Detections(pipe.names, uv, np.ones(len(uv)), np.all(np.isfinite(uv), axis=1), (W, H))
+        t_ov = time.perf_counter()
+        calibration_overlay(rgb, det, est if est.ok else None, pts, K=K,
+                            status=["%s" % est.status])
+        t_ov_end = time.perf_counter()
+        t_j = time.perf_counter()
+        cv2.imdecode(jpg[i % len(jpg)], cv2.IMREAD_COLOR)
+        t_j_end = time.perf_counter()
+        if i < warmup:
+            continue
+        pnp_on_labels += int(use_labels)
+        for k, a, b in zip(STAGES, t[:-1], t[1:]):
+            times[k].append(b - a)
+        times["e2e"].append(t[-1] - t[0])
+        times["overlay"].append(t_ov_end - t_ov)
+        times["decode_jpeg"].append(t_j_end - t_j)
+    res = {
+        "label": pipe.label, "note": pipe.note, "params": pipe.params,
+        "input_size": list(pipe.input_size), "frames": n_frames,
+        "stages_ms": {k: {"median": _percentile_ms(v, 50), "p95": _percentile_ms(v, 95)}
+                      for k, v in times.items()},
+        "fps": n_frames / float(sum(times["e2e"])),
+        "fps_with_overlay": n_frames / float(sum(times["e2e"]) + sum(times["overlay"])),
+        "fps_jpeg_input": n_frames / float(sum(times["e2e"]) - sum(times["decode"])
+                                           + sum(times["decode_jpeg"])),
+        "pnp_on_true_keypoints_frames": pnp_on_labels,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    return res
+
+
+def _print_table(rows: List[Dict], out) -> None:
+    """Stages down, models across: median / p95 in ms, then throughput, ratio and memory."""
+    ref = next((r["fps"] for r in rows if r["label"] == "DREAM vgg_q"), None)
+    width = max(22, max(len(r["label"]) for r in rows) + 2)
+    print("%-28s" % "ms: median / p95" + "".join(r["label"].rjust(width) for r in rows), file=out)
+    labels = {"decode": "decode (raw rgb8)", "fk": "FK", "pnp": "PnP",
+              "e2e": "end to end (sum above)", "overlay": "overlay (not in e2e)",
+              "decode_jpeg": "decode JPEG (alternative)"}
+    for c in STAGES + ("e2e", "overlay", "decode_jpeg"):
+        cells = ["%.2f / %.2f" % (r["stages_ms"][c]["median"], r["stages_ms"][c]["p95"]) for r in rows]
+        print("%-28s" % labels.get(c, c) + "".join(x.rjust(width) for x in cells), file=out)
+    extra = [("frames/s (throughput)", lambda r: "%.2f" % r["fps"]),
+             ("frames/s with overlay", lambda r: "%.2f" % r["fps_with_overlay"]),
+             ("frames/s from JPEG", lambda r: "%.2f" % r["fps_jpeg_input"]),
+             ("throughput vs VGG-Q", lambda r: ("%.1fx" % (r["fps"] / ref)) if ref else "-"),
+             ("peak RSS (MB)", lambda r: "%.0f" % r["peak_rss_mb"]),
+             ("parameters (M)", lambda r: "%.2f" % (r["params"] / 1e6)),
+             ("network input", lambda r: "%dx%d" % tuple(r["input_size"])),
+             ("timed frames", lambda r: "%d" % r["frames"])]
+    for name, f in extra:
+        print("%-28s" % name + "".join(f(r).rjust(width) for r in rows), file=out)
+
+
+def run(args) -> int:
+    import platform
+
+    import torch
+
+    from .errors import InputError
+    if args.frames < 1 or args.dream_frames < 1 or args.warmup < 0:
+        raise InputError("--frames and --dream-frames must be >= 1 and --warmup >= 0")
+    torch.set_num_threads(max(1, int(args.threads)))
+    archs = [] if args.dream_archs.strip().lower() == "none" else \
+        [a.strip() for a in args.dream_archs.split(",") if a.strip()]
+    out = sys.stdout
+    robot, stream, source = _stream()
+    names = list(robot.keypoint_names)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print("bench: 640x480 stream from %s; torch %s, %d threads, %d CPUs, load average %.2f "
+          "(shared machine: background jobs slow these figures)"
+          % (source, torch.__version__, torch.get_num_threads(), os.cpu_count() or 0, load[0]),
+          file=out)
+    rows = []
+    ours = _our_pipeline(args.model, names)
+    print("- %s: %s; %d frames" % (ours.label, ours.note, args.frames), file=out)
+    out.flush()
+    rows.append(_run(ours, robot, stream, args.frames, args.warmup))
+    for arch in archs:
+        pipe = _dream_pipeline(arch, names)
+        print("- %s: %s; only %d frames (about a second each here)"
+              % (pipe.label, pipe.note, args.dream_frames), file=out)
+        out.flush()
+        rows.append(_run(pipe, robot, stream, args.dream_frames, min(args.warmup, 1)))
+        del pipe
+    print("", file=out)
+    _print_table(rows, out)
+    print("", file=out)
+    for r in rows:
+        if r["pnp_on_true_keypoints_frames"]:
+            print("note: %s: PnP timed on true keypoints in %d/%d frames (random weights find < 4)"
+                  % (r["label"], r["pnp_on_true_keypoints_frames"], r["frames"]), file=out)
+    vgg = next((r for r in rows if r["label"] == "DREAM vgg_q"), None)
+    head = {
+        "default_fps": rows[0]["fps"],
+        "vgg_q_fps": vgg["fps"] if vgg else None,
+        "speedup_vs_vgg_q": rows[0]["fps"] / vgg["fps"] if vgg else None,
+        "default_e2e_median_ms": rows[0]["stages_ms"]["e2e"]["median"],
+        "default_e2e_p95_ms": rows[0]["stages_ms"]["e2e"]["p95"],
+        "default_network_median_ms": rows[0]["stages_ms"]["network"]["median"],
+        "default_random_weights": rows[0]["note"].startswith("RANDOM"),
+        "load_average_1min": load[0],
+    }
+    for r in rows[1:]:
+        key = r["label"].replace("DREAM ", "")
+        head["%s_fps" % key] = r["fps"]
+    print("target: default >= 30 fps end to end: %s; >= 25x VGG-Q: %s"
+          % ("met" if head["default_fps"] >= 30 else "NOT met",
+             "-" if head["speedup_vs_vgg_q"] is None else
+             ("met" if head["speedup_vs_vgg_q"] >= 25 else "NOT met")), file=out)
+    if args.json:
+        full = dict(head)
+        full.update({"models": rows, "source": source, "machine": platform.platform(),
+                     "cpus": os.cpu_count(), "threads": torch.get_num_threads()})
+        print(json.dumps(full), file=out)
+    else:
+        print(json.dumps(head), file=out)
+    return 0
