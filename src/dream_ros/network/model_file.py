@@ -1,0 +1,316 @@
+"""Model files: ours (one ``.pt``) and DREAM's (``.pth`` + ``.yaml``), one loader for both.
+
+Our format: a single file written with ``torch.save`` holding plain types and tensors only (so it
+loads with ``torch.load(weights_only=True)``, no pickled code)::
+
+    {"format": "dream_ros.model", "version": 1,
+     "config": ModelConfig.to_dict(),          # robot, keypoints, arch, input, codec, provenance...
+     "state_dict": {name: tensor}}             # floating tensors stored fp16 by default
+
+Floating weights are cast back to fp32 on load. Shipped defaults live at
+``models/<robot>_default.pt``; ``load_model("panda")`` loads that file.
+
+DREAM's format (dream-compat.md §1-2): a DataParallel ``state_dict`` (keys prefixed ``module.``)
+in ``X.pth`` and its config in ``X.yaml`` beside it, every mapping written as ``!!omap``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import yaml
+from torch import nn
+
+from dream_ros.errors import ConfigError
+from dream_ros.network.codec import BeliefMapCodec, dream_peak_offset
+from dream_ros.network.dream_arch import (DREAM_ARCHS, build_dream_network, dream_arch_from_config,
+                                          dream_output_size)
+from dream_ros.network.ours import NETWORK_INFO, build_network
+from dream_ros.network.preprocess import MODES, Preprocessor
+from dream_ros.resources import MODELS_DIR
+
+FORMAT = "dream_ros.model"
+VERSION = 1
+DEFAULT_MODEL_SUFFIX = "_default.pt"
+
+
+@dataclass
+class ModelConfig:
+    robot: str                               # our robot config name (config/robots/<robot>.yaml)
+    keypoint_names: List[str]                # channel order
+    keypoint_frames: List[str]               # link frame of each keypoint (URDF / TF name)
+    arch: str                                # ours (see ours.NETWORK_INFO) or one of DREAM_ARCHS
+    input_size: Tuple[int, int]              # network input (W, H)
+    output_size: Tuple[int, int]             # belief maps (W, H) at input_size
+    mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    preprocessing: str = "letterbox"         # one of preprocess.MODES
+    half_pixel: Optional[bool] = None        # preprocess pixel-centre rule; None = mode's default
+    codec: Dict[str, Any] = field(default_factory=dict)   # BeliefMapCodec parameters
+    training: Dict[str, Any] = field(default_factory=dict)  # provenance: data, epochs, commit...
+    metrics: Dict[str, Any] = field(default_factory=dict)   # evaluation results
+    source_format: str = FORMAT              # FORMAT or "dream"
+    extra: Dict[str, Any] = field(default_factory=dict)     # e.g. DREAM's full YAML config
+
+    def __post_init__(self) -> None:
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.output_size = (int(self.output_size[0]), int(self.output_size[1]))
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if len(self.keypoint_names) != len(self.keypoint_frames):
+            raise ConfigError(f"model config: {len(self.keypoint_names)} keypoint names but "
+                              f"{len(self.keypoint_frames)} frames")
+        if not self.keypoint_names:
+            raise ConfigError("model config has no keypoints")
+        if self.preprocessing not in MODES:
+            raise ConfigError(f"model config preprocessing {self.preprocessing!r} not in {MODES}")
+        if self.arch not in NETWORK_INFO and self.arch not in DREAM_ARCHS:
+            raise ConfigError(f"model config arch {self.arch!r} is neither ours "
+                              f"({sorted(NETWORK_INFO)}) nor DREAM's ({list(DREAM_ARCHS)})")
+        BeliefMapCodec.from_dict(self.codec)   # validates
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    @property
+    def is_dream(self) -> bool:
+        return self.arch in DREAM_ARCHS
+
+    def make_codec(self) -> BeliefMapCodec:
+        return BeliefMapCodec.from_dict(self.codec)
+
+    def make_preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.preprocessing, self.input_size, self.mean, self.std,
+                            half_pixel=self.half_pixel)
+
+    def build_network(self) -> nn.Module:
+        if self.is_dream:
+            return build_dream_network(self.arch, self.num_keypoints)
+        return build_network(self.arch, self.num_keypoints)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        for k in ("input_size", "output_size", "mean", "std"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"model config has unknown fields {sorted(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:   # missing required fields
+            raise ConfigError(f"model config incomplete: {exc}")
+
+    @classmethod
+    def for_ours(cls, robot: str, keypoint_names: List[str], keypoint_frames: List[str],
+                 arch: str = "dream_lite_s4", input_size: Optional[Tuple[int, int]] = None,
+                 **kw) -> "ModelConfig":
+        """Config of one of our architectures with its defaults (stride, input, codec)."""
+        if arch not in NETWORK_INFO:
+            raise ConfigError(f"{arch!r} is not one of our architectures {sorted(NETWORK_INFO)}")
+        info = NETWORK_INFO[arch]
+        w, h = input_size or info["default_input"]
+        kw.setdefault("codec", BeliefMapCodec().to_dict())
+        return cls(robot=robot, keypoint_names=list(keypoint_names),
+                   keypoint_frames=list(keypoint_frames), arch=arch, input_size=(w, h),
+                   output_size=(w // info["stride"], h // info["stride"]), **kw)
+
+
+# ---------------------------------------------------------------------- saving
+def save_model(path: Union[str, Path], net: nn.Module, config: ModelConfig,
+               fp16: bool = True) -> Path:
+    """Write our model file atomically. ``fp16`` halves the file; weights load back as fp32."""
+    path = Path(path)
+    sd = OrderedDict()
+    for k, v in net.state_dict().items():
+        v = v.detach().cpu()
+        sd[k] = v.half() if (fp16 and v.is_floating_point()) else v.clone()
+    blob = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": sd}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---------------------------------------------------------------------- loading
+def load_model(path_or_robot: Union[str, Path], device: Union[str, torch.device] = "cpu"
+               ) -> Tuple[nn.Module, ModelConfig]:
+    """(network in eval mode with fp32 weights, ModelConfig) from our file, a robot name
+    (``models/<robot>_default.pt``) or a DREAM ``.pth`` with its ``.yaml`` beside it."""
+    path = resolve_model_path(path_or_robot)
+    blob = _torch_load(path)
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        if int(blob.get("version", 0)) > VERSION:
+            raise ConfigError(f"{path}: model file version {blob.get('version')} is newer than "
+                              f"this code understands ({VERSION})")
+        config = ModelConfig.from_dict(blob["config"])
+        state = blob["state_dict"]
+    elif isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        config = dream_config_from_yaml(_dream_yaml_path(path))
+        state = blob
+    else:
+        raise ConfigError(f"{path} is neither a dream_ros model file nor a DREAM state_dict")
+    net = config.build_network()
+    load_state_strict(net, state, str(path))
+    return net.to(device).eval(), config
+
+
+def resolve_model_path(path_or_robot: Union[str, Path]) -> Path:
+    p = Path(path_or_robot)
+    if p.suffix in (".pt", ".pth") or p.exists() or os.sep in str(path_or_robot):
+        if not p.is_file():
+            raise ConfigError(f"model file not found: {p}")
+        return p
+    cand = MODELS_DIR / f"{path_or_robot}{DEFAULT_MODEL_SUFFIX}"
+    if not cand.is_file():
+        have = sorted(q.name[:-len(DEFAULT_MODEL_SUFFIX)]
+                      for q in MODELS_DIR.glob("*" + DEFAULT_MODEL_SUFFIX))
+        raise ConfigError(f"no default model for robot {str(path_or_robot)!r}: {cand} is missing "
+                          f"(robots with a default model: {have or 'none'}); pass a model file")
+    return cand
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:   # corrupt file, pickled code, not a torch file
+        raise ConfigError(f"cannot read model file {path}: {exc}")
+
+
+def strip_prefix(state: Dict[str, torch.Tensor], prefix: str = "module.") -> "OrderedDict":
+    return OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v)
+                       for k, v in state.items())
+
+
+def load_state_strict(net: nn.Module, state: Dict[str, torch.Tensor], origin: str = "") -> None:
+    """Copy ``state`` (``module.`` prefix allowed, fp16 allowed) into ``net`` after a strict check
+    naming every missing, unexpected and mis-shaped key. Missing BatchNorm ``num_batches_tracked``
+    entries are tolerated (DREAM's files may lack them)."""
+    state = strip_prefix(state)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        lines = [f"weights {origin} do not fit the network {getattr(net, 'arch', type(net).__name__)}"
+                 f" ({len(missing)} missing, {len(unexpected)} unexpected, "
+                 f"{len(shapes)} wrong shape):"]
+        lines += [f"  missing: {k}" for k in missing]
+        lines += [f"  unexpected: {k}" for k in unexpected]
+        lines += [f"  shape {s}" for s in shapes]
+        if shapes:
+            lines.append("  (a wrong last-layer shape usually means a different keypoint count)")
+        raise ConfigError("\n".join(lines))
+    full = OrderedDict()
+    for k, v in own.items():
+        src = state.get(k, v)
+        full[k] = src.to(v.dtype) if v.is_floating_point() else src
+    net.load_state_dict(full, strict=True)
+
+
+# ---------------------------------------------------------------------- DREAM's YAML
+def _dream_yaml_path(pth: Path) -> Path:
+    for cand in (pth.with_suffix(".yaml"), pth.with_suffix(".yml")):
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"{pth} is a DREAM state_dict but its config {pth.with_suffix('.yaml')} "
+                      "is missing: DREAM models need the .yaml beside the .pth")
+
+
+def omap_to_dict(obj: Any) -> Any:
+    """PyYAML reads ``!!omap`` as a list of (key, value) tuples: make ordered dicts, recursively."""
+    if isinstance(obj, list):
+        if obj and all(isinstance(e, tuple) and len(e) == 2 for e in obj):
+            return OrderedDict((k, omap_to_dict(v)) for k, v in obj)
+        return [omap_to_dict(e) for e in obj]
+    if isinstance(obj, dict):
+        return OrderedDict((k, omap_to_dict(v)) for k, v in obj.items())
+    return obj
+
+
+def _get(d: Any, dotted: str, default: Any = KeyError) -> Any:
+    cur = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            if default is KeyError:
+                raise ConfigError(f"DREAM config lacks required key {dotted!r}")
+            return default
+        cur = cur[part]
+    return cur
+
+
+def dream_config_from_yaml(path: Union[str, Path]) -> ModelConfig:
+    """ModelConfig from DREAM's model YAML (dream-compat.md §2)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read DREAM config {path}: {exc}")
+    cfg = omap_to_dict(raw)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"DREAM config {path} is not a mapping")
+    robot = str(_get(cfg, "manipulator.name"))
+    kps = _get(cfg, "manipulator.keypoints")
+    if not isinstance(kps, list) or not kps:
+        raise ConfigError(f"DREAM config {path}: manipulator.keypoints must be a non-empty list")
+    names, frames = [], []
+    for i, kp in enumerate(kps):
+        if not isinstance(kp, dict) or "name" not in kp:
+            raise ConfigError(f"DREAM config {path}: keypoint {i} has no name")
+        names.append(str(kp["name"]))
+        frames.append(str(kp.get("ros_frame") or kp["name"]))
+    arch_cfg = _get(cfg, "architecture")
+    arch = dream_arch_from_config(arch_cfg)
+    heads = _get(cfg, "architecture.input_heads")
+    if not heads or heads[0] != "image_rgb":
+        raise ConfigError(f"DREAM config {path}: input_heads[0] must be image_rgb, got {heads}")
+    norm = _get(cfg, "architecture.image_normalization")
+    mode = str(_get(cfg, "architecture.image_preprocessing"))
+    if mode not in MODES or mode == "letterbox":
+        raise ConfigError(f"DREAM config {path}: image_preprocessing {mode!r} not supported "
+                          "(resize, shrink-and-crop or none)")
+    in_size = tuple(int(v) for v in _get(cfg, "training.config.net_input_resolution", [400, 400]))
+    out_size = dream_output_size(arch, in_size)
+    declared = _get(cfg, "training.config.net_output_resolution", None)
+    if declared is not None and tuple(int(v) for v in declared) != out_size:
+        raise ConfigError(f"DREAM config {path}: net_output_resolution {list(declared)} but "
+                          f"{arch} at {list(in_size)} gives {list(out_size)}")
+    training = {"source": "DREAM", "config_file": str(path),
+                "training": _plain(_get(cfg, "training", {}))}
+    return ModelConfig(
+        robot=robot, keypoint_names=names, keypoint_frames=frames, arch=arch,
+        input_size=in_size, output_size=out_size,
+        mean=tuple(norm["mean"]), std=tuple(norm["stdev"]), preprocessing=mode, half_pixel=False,
+        codec=BeliefMapCodec.dream(out_size).to_dict(), training=training,
+        metrics=_plain(_get(cfg, "training.results", {})), source_format="dream",
+        extra={"dream_config": _plain(cfg)})
+
+
+def _plain(obj: Any) -> Any:
+    """OrderedDicts -> dicts (keeps order) so configs survive torch.load(weights_only=True)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def default_model_path(robot: str) -> Path:
+    """Where ``load_model(robot)`` looks: models/<robot>_default.pt."""
+    return MODELS_DIR / f"{robot}{DEFAULT_MODEL_SUFFIX}"
