@@ -209,7 +209,8 @@ class BagSource:
                     self.path, ", ".join(missing),
                     ", ".join("%s (%s)" % (t, m) for t, m in sorted(topics.items()))))
             self.joints = _JointSeries()
-            self.infos: List[tuple] = []   # (stamp, K, (w, h))
+            self.infos: List[tuple] = []   # (stamp, K)
+            self.camera_frame = ""
             conns = [c for c in reader.connections if c.topic in (joint_states_topic, camera_info_topic)]
             for conn, t_ns, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
@@ -218,6 +219,7 @@ class BagSource:
                 else:
                     K = np.asarray(msg.K if hasattr(msg, "K") else msg.k, float).reshape(3, 3)
                     self.infos.append((_stamp(msg, t_ns), K))
+                    self.camera_frame = self.camera_frame or msg.header.frame_id
             self.joints.finish()
             self.infos.sort(key=lambda x: x[0])
             self.count = sum(c.msgcount for c in reader.connections if c.topic == image_topic)

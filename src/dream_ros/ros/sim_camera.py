@@ -15,7 +15,8 @@ config's, for dry runs with your own robot description), ``~width``, ``~height``
 (vertical), ``~rate``, ``~camera_position`` + ``~look_at`` + ``~roll_deg`` or ``~camera_pose``
 ([x y z qx qy qz qw] of the optical frame in the base frame), ``~trajectory`` (``sine``, ``static``
 or a YAML file of waypoints), ``~amplitude`` (fraction of each joint's half range), ``~period_s``,
-``~home`` (joint centre of the motion; default: middle of the limits), ``~seed``.
+``~home`` (joint centre of the motion; default: middle of the limits), ``~seed``, ``~background``
+(an image file behind the robot; default plain grey).
 
 The pieces that need no ROS (``JointTrajectory``, ``look_at_camera_T_base``, ``intrinsics_from_fov``,
 ``SimCamera``) are importable and tested without a master.
@@ -31,8 +32,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..frames import from_translation_quaternion, invert, make_transform
 
-DEFAULT_CAMERA_POSITION = (1.5, 0.6, 0.9)    # metres in the base frame: in front, slightly aside
-DEFAULT_LOOK_AT = (0.0, 0.0, 0.45)
+DEFAULT_CAMERA_POSITION = (1.15, 0.55, 0.75)   # metres in the base frame: in front, to one side
+DEFAULT_LOOK_AT = (0.15, 0.0, 0.4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ class SimCamera:
                  look_at: Sequence[float] = DEFAULT_LOOK_AT, roll_deg: float = 0.0,
                  camera_pose: Optional[Sequence[float]] = None, trajectory: str = "sine",
                  amplitude: float = 0.35, period_s: float = 20.0, home: Optional[Sequence[float]] = None,
-                 seed: int = 0, renderer=None):
+                 seed: int = 0, background: Optional[str] = None, renderer=None):
         from ..robot import RobotModel
         from ..robot_config import load_robot_config
         config = load_robot_config(robot)
@@ -205,6 +206,15 @@ class SimCamera:
                                           amplitude=amplitude, period_s=period_s, seed=seed,
                                           waypoints=waypoints)
         self._renderer = renderer
+        self.background = self._load_background(background) if background else None
+
+    def _load_background(self, path: str) -> np.ndarray:
+        import cv2
+        bgr = cv2.imread(os.path.expanduser(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ConfigError("cannot read background image %s" % path)
+        bgr = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     @property
     def renderer(self):
@@ -221,7 +231,7 @@ class SimCamera:
         return self.trajectory.as_dict(t)
 
     def render(self, joints: Dict[str, float]) -> np.ndarray:
-        rgb = self.renderer.render(joints, self.camera_T_base, self.K)
+        rgb = self.renderer.render(joints, self.camera_T_base, self.K, background=self.background)
         rgb = np.asarray(rgb)
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise RuntimeError("renderer returned %s %s, expected (%d, %d, 3) uint8"
@@ -262,7 +272,7 @@ class SimCameraNode:
             camera_pose=_float_list(p("camera_pose", None), "camera_pose"),
             trajectory=str(p("trajectory", "sine")), amplitude=float(p("amplitude", 0.35)),
             period_s=float(p("period_s", 20.0)), home=_float_list(p("home", None), "home"),
-            seed=int(p("seed", 0)))
+            seed=int(p("seed", 0)), background=p("background", "") or None)
         self.rate_hz = float(p("rate", 5.0))
         if self.rate_hz <= 0:
             raise ConfigError("rate must be positive, got %r" % self.rate_hz)
