@@ -204,7 +204,7 @@ def pose_covariance(p3, p2, K, dist, rvec, tvec, sigma_floor_px=0.0) -> np.ndarr
 
 # ---------------------------------------------------------------------------------- solver
 def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_points: int = 4,
-              ransac_reprojection_px: float = 10.0, ransac_iterations: int = 200,
+              ransac_reprojection_px: float = 10.0, ransac_iterations: int = 100,
               ransac_confidence: float = 0.999, min_image_extent_px: float = 8.0,
               collinear_tolerance: float = 1e-3, sigma_floor_px: float = 0.0,
               inlier_px: Optional[float] = None) -> PoseEstimate:

@@ -1,0 +1,326 @@
+"""Static-camera calibration over many frames: one pose for all correspondences.
+
+The camera does not move while the robot does, so every frame's keypoints (base frame, from FK)
+and detections constrain the same camera_T_base. ``MultiFrameSolver.add_frame`` solves each frame
+alone (``solve_pnp``, robust), then the joint problem over the frames kept (a bounded history):
+
+1. start from the better (lower robust cost) of the previous joint estimate and the single-frame
+   pose nearest the median camera position (the single-frame consensus);
+2. robust least squares (scipy, soft-L1 loss) over all frames' correspondences;
+3. gating: a frame is an outlier when its median reprojection error under the joint pose exceeds
+   max(frame_gate_px, frame_gate_factor x the median over frames) (wrong joint readings, a frame
+   out of sync, a badly wrong detection set); a point is an outlier above point_gate_px;
+4. a plain Levenberg-Marquardt solve (OpenCV) over the inliers: the maximum-likelihood pose under
+   Gaussian pixel noise, with its covariance.
+
+Frames whose own PnP failed (fewer than 4 keypoints seen, ...) still contribute their points once
+an estimate exists. Convergence: at least ``min_frames`` inlier frames, the joint estimate moved
+less than converge_translation_m / converge_rotation_deg over the last ``converge_window`` added
+frames, and the spread of the single-frame poses is under max_spread_translation_m /
+max_spread_rotation_deg.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Deque, List, Optional
+
+import cv2
+import numpy as np
+from scipy.optimize import least_squares
+
+from .errors import InputError
+from .pnp import LM_CRITERIA, check_camera, check_correspondences, pose_covariance, solve_pnp
+from .types import PoseEstimate
+
+
+class _Frame(object):
+    __slots__ = ("id", "p3", "p2", "rows", "all_p3", "all_p2", "all_rows", "n_given", "single",
+                 "position", "rotation")
+
+    def __init__(self, frame_id, p3, p2, rows, n_given, single):
+        # p3/p2: the correspondences this frame brings to the joint solve (its present rows,
+        # minus the ones its own robust PnP rejected); rows: their indices in the frame's input.
+        self.id, self.p3, self.p2, self.rows, self.n_given = frame_id, p3, p2, rows, n_given
+        self.all_p3, self.all_p2, self.all_rows = p3, p2, rows     # every present row
+        self.single = single
+        self.position = self.rotation = None
+        if single.ok:
+            T = single.camera_T_base
+            self.rotation = T[:3, :3]
+            self.position = -T[:3, :3].T @ T[:3, 3]      # camera centre in the base frame
+
+
+def _pose_to_x(T: np.ndarray) -> np.ndarray:
+    return np.concatenate([cv2.Rodrigues(T[:3, :3])[0].ravel(), T[:3, 3]])
+
+
+def _x_to_pose(x: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(np.asarray(x[:3], np.float64))[0]
+    T[:3, 3] = x[3:]
+    return T
+
+
+def _group_medians(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Median of each consecutive group (sizes ``counts``, all > 0) in one sort; a loop of
+    np.median calls costs ~20 us per frame."""
+    group = np.repeat(np.arange(len(counts)), counts)
+    v = values[np.lexsort((values, group))]
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return 0.5 * (v[start + (counts - 1) // 2] + v[start + counts // 2])
+
+
+def _angles_deg(Rs: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Angles of the relative rotations Rs[i]^T R, degrees (vectorised rotation_angle_deg)."""
+    c = (np.einsum("nij,ij->n", Rs, R) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+class MultiFrameSolver(object):
+    """Incremental joint camera_T_base over the frames of a static camera (module docstring)."""
+
+    def __init__(self, K, dist=None, max_frames: int = 300, robust: bool = True,
+                 ransac_reprojection_px: float = 10.0, loss: str = "soft_l1",
+                 loss_scale_px: float = 3.0, point_gate_px: Optional[float] = None,
+                 frame_gate_px: float = 4.0, frame_gate_factor: float = 3.0,
+                 min_frames: int = 5, converge_window: int = 10,
+                 converge_translation_m: float = 0.005, converge_rotation_deg: float = 0.5,
+                 max_spread_translation_m: float = 0.10, max_spread_rotation_deg: float = 5.0,
+                 sigma_floor_px: float = 0.0, **pnp_options):
+        self.K, self.dist = check_camera(K, dist)
+        if int(max_frames) < 1 or int(min_frames) < 1 or int(converge_window) < 1:
+            raise InputError("max_frames, min_frames and converge_window must be positive")
+        if loss not in ("linear", "huber", "soft_l1", "cauchy", "arctan"):
+            raise InputError("loss must be one of linear, huber, soft_l1, cauchy, arctan; got %r"
+                             % (loss,))
+        self.max_frames = int(max_frames)
+        self.robust = bool(robust)
+        self.ransac_reprojection_px = float(ransac_reprojection_px)
+        self.loss, self.loss_scale_px = loss, float(loss_scale_px)
+        self.point_gate_px = float(ransac_reprojection_px if point_gate_px is None
+                                   else point_gate_px)
+        self.frame_gate_px, self.frame_gate_factor = float(frame_gate_px), float(frame_gate_factor)
+        self.min_frames, self.converge_window = int(min_frames), int(converge_window)
+        self.converge_translation_m = float(converge_translation_m)
+        self.converge_rotation_deg = float(converge_rotation_deg)
+        self.max_spread_translation_m = float(max_spread_translation_m)
+        self.max_spread_rotation_deg = float(max_spread_rotation_deg)
+        self.sigma_floor_px = float(sigma_floor_px)
+        self.pnp_options = dict(pnp_options)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every frame and the estimate."""
+        self._frames: Deque[_Frame] = deque(maxlen=self.max_frames)
+        self._history: Deque[np.ndarray] = deque(maxlen=self.converge_window + 1)
+        self._x: Optional[np.ndarray] = None          # joint (rvec, tvec)
+        self._last_gate = self.frame_gate_px
+        self._settled = False
+        self._next_id = 0
+        self.estimate: Optional[PoseEstimate] = None
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.estimate is not None and self.estimate.extras.get("converged", False))
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._frames)
+
+    # ------------------------------------------------------------------ adding frames
+    def add_frame(self, points_3d, points_2d) -> PoseEstimate:
+        """Adds one frame (points_3d (N,3) base frame, points_2d (N,2) raw px, NaN rows missing)
+        and returns the joint estimate over the frames kept so far."""
+        p3_all, p2_all, valid = check_correspondences(points_3d, points_2d)
+        single = solve_pnp(p3_all, p2_all, self.K, self.dist, robust=self.robust,
+                           ransac_reprojection_px=self.ransac_reprojection_px,
+                           **self.pnp_options)
+        rows = np.flatnonzero(valid)
+        frame = _Frame(self._next_id, p3_all[rows], p2_all[rows], rows, len(valid), single)
+        self._next_id += 1
+        if len(rows):
+            if single.ok and single.inliers is not None:
+                keep = single.inliers[rows]   # the frame's own outliers never enter the joint solve
+                if np.any(~keep):
+                    frame.p3, frame.p2, frame.rows = frame.p3[keep], frame.p2[keep], rows[keep]
+            self._frames.append(frame)
+        est = self._solve(frame, single)
+        self.estimate = est
+        return est
+
+    def _initial_xs(self) -> List[np.ndarray]:
+        """Starting poses: the previous estimate and the single-frame pose nearest the median
+        camera position (the single-frame consensus)."""
+        xs = [] if self._x is None else [self._x]
+        solved = [f for f in self._frames if f.position is not None]
+        if solved:
+            pos = np.array([f.position for f in solved])
+            f = solved[int(np.argmin(np.linalg.norm(pos - np.median(pos, axis=0), axis=1)))]
+            xs.append(_pose_to_x(f.single.camera_T_base))
+        return xs
+
+    def _project(self, x, p3, jacobian=False):
+        img, J = cv2.projectPoints(p3.reshape(-1, 1, 3), x[:3].reshape(3, 1),
+                                   x[3:].reshape(3, 1), self.K, self.dist)
+        return (img.reshape(-1, 2), J[:, :6]) if jacobian else img.reshape(-1, 2)
+
+    def _robust_solve(self, x0, p3, p2) -> np.ndarray:
+        cache = {}
+
+        def project(x):
+            key = x.tobytes()
+            if key not in cache:
+                cache.clear()
+                cache[key] = self._project(x, p3, jacobian=True)
+            return cache[key]
+
+        res = least_squares(lambda x: (project(x)[0] - p2).ravel(), x0,
+                            jac=lambda x: project(x)[1], loss=self.loss,
+                            f_scale=self.loss_scale_px, method="trf", x_scale="jac",
+                            max_nfev=50, xtol=1e-10, ftol=1e-10)
+        return res.x if np.all(np.isfinite(res.x)) else x0
+
+    def _fits(self, x, frame: _Frame) -> bool:
+        """Whether a frame's points agree with pose x (median error within the last gate)."""
+        if not len(frame.p3):
+            return False
+        err = np.linalg.norm(self._project(x, frame.p3) - frame.p2, axis=1)
+        return bool(np.median(err) <= self._last_gate)
+
+    def _gate(self, x, p3, p2, counts):
+        """(errors, frame_ok, point_ok, gate) under pose x."""
+        err = np.linalg.norm(self._project(x, p3) - p2, axis=1)
+        frame_med = _group_medians(err, counts)
+        gate = min(max(self.frame_gate_px, self.frame_gate_factor * float(np.median(frame_med))),
+                   self.point_gate_px)
+        frame_ok = frame_med <= gate
+        point_ok = (err <= self.point_gate_px) & np.repeat(frame_ok, counts)
+        return err, frame_ok, point_ok, gate
+
+    def _refine(self, x, p3, p2, counts):
+        """Gating on residuals under the joint pose, then a plain LM over the inliers, until the
+        inlier set stops changing (the refined pose can re-admit points or expose outliers).
+        Returns (x, err, frame_ok, point_ok, gate)."""
+        previous = None
+        for _ in range(4):
+            err, frame_ok, point_ok, gate = self._gate(x, p3, p2, counts)
+            if point_ok.sum() < 4 or (previous is not None and np.array_equal(point_ok, previous)):
+                break
+            previous = point_ok
+            rvec, tvec = cv2.solvePnPRefineLM(p3[point_ok], p2[point_ok], self.K, self.dist,
+                                              x[:3].reshape(3, 1).copy(),
+                                              x[3:].reshape(3, 1).copy(), LM_CRITERIA)
+            x_new = np.concatenate([rvec.ravel(), tvec.ravel()])
+            if not np.all(np.isfinite(x_new)):
+                break
+            x = x_new
+        return x, err, frame_ok, point_ok, gate
+
+    def _msac(self, err) -> float:
+        return float(np.sum(np.minimum(err, self.point_gate_px) ** 2))
+
+    def _solve(self, latest: _Frame, single: PoseEstimate) -> PoseEstimate:
+        # Frames whose own PnP failed join only once the estimate is settled: before that a few
+        # garbage frames could outvote the good ones.
+        frames: List[_Frame] = [f for f in self._frames
+                                if f.position is not None or self._settled]
+        if not frames:
+            return self._no_estimate(latest, single, "no frame solved yet (latest frame: %s)"
+                                     % (single.reason or "no keypoints"),
+                                     single.status if not single.ok else "too_few_points")
+        p3 = np.concatenate([f.p3 for f in frames])
+        p2 = np.concatenate([f.p2 for f in frames])
+        counts = np.array([len(f.p3) for f in frames])
+        if self._x is not None and (self._settled or self._fits(self._x, latest)):
+            # An estimate that many frames agree on (or that the new frame agrees with) is a
+            # good start: the gating decides about the new frame; no robust re-solve.
+            starts = [self._x]
+        else:
+            # Robust re-solve from the previous estimate and from the single-frame consensus;
+            # the one more points agree with (MSAC cost) wins.
+            starts = [self._robust_solve(x0, p3, p2) for x0 in self._initial_xs()]
+        best = None
+        for x0 in starts:
+            cand = self._refine(x0, p3, p2, counts)
+            cost = self._msac(cand[1])
+            if best is None or cost < best[0]:
+                best = (cost, cand)
+        x, err, frame_ok, point_ok, gate = best[1]
+        if point_ok.sum() < 4:
+            if self.estimate is not None and self.estimate.ok:
+                return self.estimate
+            return self._no_estimate(latest, single, "fewer than 4 correspondences agree on a "
+                                     "joint pose", "too_few_inliers")
+        self._x, self._last_gate = x, gate
+        frames_used = int(np.count_nonzero(frame_ok))
+        # Settled: enough frames, most of them inliers; from then on a frame that disagrees is
+        # more likely an outlier than a sign of a wrong estimate.
+        self._settled = (frames_used >= 2 * self.min_frames
+                         and frames_used >= 0.75 * len(frames))
+        T = _x_to_pose(x)
+        cov = pose_covariance(p3[point_ok], p2[point_ok], self.K, self.dist, x[:3], x[3:],
+                              self.sigma_floor_px)
+
+        # Spread of the single-frame poses of the inlier frames around the joint pose (median:
+        # a frame whose keypoint layout is nearly degenerate has a poor single pose, yet its
+        # points are good in the joint solve).
+        cam = -T[:3, :3].T @ T[:3, 3]
+        solved = [f for f, ok in zip(frames, frame_ok) if ok and f.position is not None]
+        if solved:
+            spread_t = float(np.median(np.linalg.norm(
+                np.array([f.position for f in solved]) - cam, axis=1)))
+            spread_r = float(np.median(_angles_deg(np.array([f.rotation for f in solved]),
+                                                   T[:3, :3])))
+        else:
+            spread_t = spread_r = float("nan")
+        self._history.append(x.copy())
+        converged = self._converged(x, frames_used, spread_t, spread_r)
+
+        # Latest frame, per given row: its error under the joint pose; inlier when it took part.
+        errors = np.full(latest.n_given, np.nan)
+        inliers = np.zeros(latest.n_given, bool)
+        latest_in = bool(frames and frames[-1] is latest)
+        if latest_in:
+            start = int(np.sum(counts[:-1]))
+            inliers[latest.rows] = point_ok[start:]
+        if len(latest.all_rows):
+            errors[latest.all_rows] = np.linalg.norm(
+                self._project(x, latest.all_p3) - latest.all_p2, axis=1)
+        e_in = err[point_ok]
+        return PoseEstimate(
+            status="ok", camera_T_base=T, covariance=cov, reprojection_errors_px=errors,
+            inliers=inliers, num_points=int(point_ok.sum()), frames_used=frames_used,
+            extras={"spread_translation_m": spread_t, "spread_rotation_deg": spread_r,
+                    "frames_used": frames_used,
+                    "rejected_frames": int(len(frames) - frames_used),
+                    "rejected_frame_ids": [f.id for f, ok in zip(frames, frame_ok) if not ok],
+                    "latest_frame_rejected": bool(latest_in and not frame_ok[-1]),
+                    "frames_in_history": len(self._frames),
+                    "frames_waiting": len(self._frames) - len(frames), "converged": converged,
+                    "rms_reprojection_px": float(np.sqrt(np.mean(e_in ** 2))),
+                    "frame_gate_px": float(gate), "frame_estimate": single})
+
+    def _no_estimate(self, latest, single, reason, status) -> PoseEstimate:
+        est = PoseEstimate.failure(status, reason)
+        est.frames_used = 0
+        est.inliers = np.zeros(latest.n_given, bool)
+        est.extras = {"frames_used": 0, "rejected_frames": 0, "converged": False,
+                      "frames_in_history": len(self._frames), "frame_estimate": single}
+        return est
+
+    def _converged(self, x, frames_used, spread_t, spread_r) -> bool:
+        """Enough inlier frames, the estimate still over the last converge_window frames, and
+        single-frame poses that agree (spread)."""
+        if frames_used < self.min_frames or len(self._history) <= self.converge_window:
+            return False
+        T = _x_to_pose(x)
+        cam = -T[:3, :3].T @ T[:3, 3]
+        Ts = [_x_to_pose(h) for h in self._history]
+        moved_t = max(float(np.linalg.norm(-Th[:3, :3].T @ Th[:3, 3] - cam)) for Th in Ts)
+        moved_r = float(np.max(_angles_deg(np.array([Th[:3, :3] for Th in Ts]), T[:3, :3])))
+        spread_ok = (not np.isfinite(spread_t)
+                     or (spread_t <= self.max_spread_translation_m
+                         and spread_r <= self.max_spread_rotation_deg))
+        return bool(moved_t <= self.converge_translation_m
+                    and moved_r <= self.converge_rotation_deg and spread_ok)
