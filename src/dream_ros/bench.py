@@ -115,65 +115,58 @@ def _stored_frames(robot):
 
 
 class _Pipeline(object):
-    """One model's processing, stage by stage: preprocess -> network -> peaks -> raw pixels."""
+    """One model's processing, stage by stage: preprocess -> network -> peaks -> raw pixels, with
+    the same components the detector uses (Preprocessor, the network, BeliefMapCodec)."""
 
-    def __init__(self, label: str, net, input_size, codec, names: List[str], note: str = ""):
+    def __init__(self, label: str, net, preprocessor, codec, names: List[str], note: str = ""):
         import torch
-        self.label, self.net, self.input_size, self.codec = label, net.eval(), tuple(input_size), codec
+        self.label, self.net, self.pre, self.codec = label, net.eval(), preprocessor, codec
+        self.input_size = tuple(preprocessor.input_size)
         self.names, self.note = names, note
         self.params = sum(p.numel() for p in net.parameters())
         self.torch = torch
 
     def preprocess(self, rgb):
-        # cv2 INTER_AREA resize + DREAM's normalisation; same work as the detector's Preprocessor
-        import cv2
-        import numpy as np
-        img = cv2.resize(rgb, self.input_size, interpolation=cv2.INTER_AREA)
-        x = (img.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
-        return self.torch.from_numpy(np.ascontiguousarray(x))
+        x, geometry = self.pre(rgb)
+        return self.torch.from_numpy(x)[None], geometry
 
     def forward(self, x):
         with self.torch.inference_mode():
             out = self.net(x)
         return out[-1] if isinstance(out, (list, tuple)) else out
 
-    def peaks(self, maps, raw_size):
+    def peaks(self, maps, geometry):
         import numpy as np
         m = maps[0].float().numpy()
         xy_out, scores, detected = self.codec.decode(m)
         out_size = (m.shape[-1], m.shape[-2])
-        xy_in = self.codec.output_to_input(xy_out, out_size, self.input_size)
-        uv = xy_in * np.array([raw_size[0] / self.input_size[0], raw_size[1] / self.input_size[1]])
+        uv = geometry.to_raw(self.codec.output_to_input(xy_out, out_size, self.input_size))
         uv[~detected] = np.nan
         return uv, detected
 
 
-def _our_pipeline(model_arg: str, names: List[str]) -> _Pipeline:
-    from .network.codec import BeliefMapCodec
+def _our_pipeline(model_arg: str, robot) -> _Pipeline:
+    from .network.model_file import ModelConfig, load_model
+    names = list(robot.keypoint_names)
     try:
-        from .network.model_file import load_model
         net, cfg = load_model(model_arg)
-        size = tuple(getattr(cfg, "input_size", None) or getattr(cfg, "input_resolution", None)
-                     or (320, 240))
-        codec = getattr(cfg, "codec", None)
-        if isinstance(codec, dict):
-            codec = BeliefMapCodec.from_dict(codec)
-        return _Pipeline("ours (%s)" % getattr(cfg, "arch", getattr(net, "arch", "?")), net, size,
-                         codec or BeliefMapCodec(), names, "trained model %s" % model_arg)
-    except Exception as exc:
-        from .network.ours import NETWORK_INFO, build_network
-        arch = "dream_lite_s4"
-        net = build_network(arch, len(names))
-        return _Pipeline("ours (%s)" % arch, net, NETWORK_INFO[arch]["default_input"],
-                         BeliefMapCodec(), names,
-                         "RANDOM weights: model %r not loadable (%s)" % (model_arg, str(exc)[:120]))
+        note = "trained model %s" % model_arg
+    except Exception as exc:   # no shipped model yet: same architecture, random weights
+        frames = [k.link for k in robot.config.keypoints] if hasattr(robot.config, "keypoints") \
+            else names
+        cfg = ModelConfig.for_ours(robot.name, names, frames)
+        net = cfg.build_network()
+        note = "RANDOM weights: model %r not loadable (%s)" % (model_arg, str(exc)[:100])
+    return _Pipeline("ours (%s)" % cfg.arch, net, cfg.make_preprocessor(), cfg.make_codec(),
+                     list(cfg.keypoint_names), note)
 
 
 def _dream_pipeline(arch: str, names: List[str]) -> _Pipeline:
     from .network.codec import BeliefMapCodec
     from .network.dream_arch import DREAM_DEFAULT_INPUT, build_dream_network, dream_output_size
+    from .network.preprocess import Preprocessor
     net = build_dream_network(arch, len(names))
-    return _Pipeline("DREAM %s" % arch, net, DREAM_DEFAULT_INPUT,
+    return _Pipeline("DREAM %s" % arch, net, Preprocessor("resize", DREAM_DEFAULT_INPUT),
                      BeliefMapCodec.dream(dream_output_size(arch, DREAM_DEFAULT_INPUT)), names,
                      "random weights, 400x400 resize as DREAM's released configs")
 
@@ -196,11 +189,11 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
         t = [time.perf_counter()]
         rgb = np.frombuffer(raw[i % len(raw)], np.uint8).reshape(H, W, 3)
         t.append(time.perf_counter())
-        x = pipe.preprocess(rgb)
+        x, geometry = pipe.preprocess(rgb)
         t.append(time.perf_counter())
         maps = pipe.forward(x)
         t.append(time.perf_counter())
-        uv, detected = pipe.peaks(maps, (W, H))
+        uv, detected = pipe.peaks(maps, geometry)
         t.append(time.perf_counter())
         pts = robot.keypoints_3d(joints)
         t.append(time.perf_counter())
@@ -285,7 +278,7 @@ def run(args) -> int:
           % (source, torch.__version__, torch.get_num_threads(), os.cpu_count() or 0, load[0]),
           file=out)
     rows = []
-    ours = _our_pipeline(args.model, names)
+    ours = _our_pipeline(args.model, robot)
     print("- %s: %s; %d frames" % (ours.label, ours.note, args.frames), file=out)
     out.flush()
     rows.append(_run(ours, robot, stream, args.frames, args.warmup))
