@@ -1,0 +1,108 @@
+"""KeypointDetector: raw-pixel mapping end to end, padding rejection, batching, backends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dream_ros.errors import ConfigError, InputError
+from dream_ros.network.codec import BeliefMapCodec
+from dream_ros.network.detector import KeypointDetector, pick_device
+from dream_ros.network.model_file import ModelConfig, save_model
+from dream_ros.network.ours import build_network
+
+NAMES = ["a", "b", "c"]
+
+
+class FixedMaps(nn.Module):
+    """Outputs label maps drawn by the codec at fixed output-pixel positions, whatever the image."""
+
+    def __init__(self, xy_out, out_size):
+        super().__init__()
+        maps = BeliefMapCodec().encode(np.asarray(xy_out, float), np.ones(len(xy_out), bool),
+                                       out_size)
+        self.register_buffer("maps", torch.from_numpy(maps))
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.maps[None].expand(x.shape[0], -1, -1, -1) + 0 * self.dummy
+
+
+def config(preprocessing="letterbox", **kw):
+    return ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4",
+                                preprocessing=preprocessing, **kw)
+
+
+def test_uv_in_raw_pixels_and_padding_rejected():
+    cfg = config()
+    # output 80x60 -> input 320x240 (x4) -> raw 1280x720 letterboxed into rows 30..210
+    xy_out = [[40.0, 30.0], [10.25, 20.5], [40.0, 3.0]]     # the last one lies in the padding
+    det = KeypointDetector((FixedMaps(xy_out, (80, 60)), cfg), device="cpu")
+    out = det.detect(np.zeros((720, 1280, 3), np.uint8), return_belief=True)
+    geo = cfg.make_preprocessor().geometry((1280, 720))
+    expect = geo.to_raw(np.asarray(xy_out) * 4)
+    assert out.names == NAMES and out.image_size == (1280, 720)
+    assert out.detected.tolist() == [True, True, False]
+    np.testing.assert_allclose(out.uv[:2], expect[:2], atol=0.1 * 4)
+    assert np.isnan(out.uv[2]).all()
+    assert out.belief_maps.shape == (3, 60, 80)
+    assert det.keypoint_names == NAMES and det.config is cfg
+
+
+def test_resize_mode_mapping_and_threshold_override():
+    cfg = config("resize")
+    det = KeypointDetector((FixedMaps([[20.0, 15.0]] * 3, (80, 60)), cfg), device="cpu")
+    out = det.detect(np.zeros((480, 640, 3), np.uint8))
+    np.testing.assert_allclose(out.uv, [[160.0, 120.0]] * 3, atol=0.2)
+    strict = KeypointDetector((FixedMaps([[20.0, 15.0]] * 3, (80, 60)), cfg), device="cpu",
+                              threshold=0.5)
+    assert not strict.detect(np.zeros((480, 640, 3), np.uint8)).detected.any()
+
+
+def test_real_network_batch_equals_single(tmp_path):
+    torch.manual_seed(0)
+    net = build_network("dream_tiny_s4", 3)
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", input_size=(128, 96))
+    path = save_model(tmp_path / "m.pt", net, cfg, fp16=False)
+    det = KeypointDetector(str(path), device="auto")
+    assert det.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for w, h in [(640, 480), (300, 200)]]
+    batch = det.detect_batch(imgs, return_belief=True)
+    for img, b in zip(imgs, batch):
+        one = det.detect(img, return_belief=True)
+        np.testing.assert_allclose(one.belief_maps, b.belief_maps, rtol=1e-4, atol=1e-5)
+        assert one.uv.shape == (3, 2) and one.scores.shape == (3,) and one.detected.dtype == bool
+    assert batch[1].image_size == (300, 200)
+
+
+def test_onnx_backend_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    net = build_network("dream_lite_s4", 3)
+    net.train()
+    net(torch.randn(4, 3, 96, 128))   # non-trivial BatchNorm statistics
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_lite_s4", input_size=(128, 96))
+    img = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    a = KeypointDetector((net, cfg), device="cpu").detect(img, return_belief=True)
+    b = KeypointDetector((net, cfg), backend="onnx", onnx_cache_dir=tmp_path).detect(
+        img, return_belief=True)
+    assert list(tmp_path.glob("*.onnx"))
+    np.testing.assert_allclose(a.belief_maps, b.belief_maps, rtol=1e-3, atol=1e-4)
+
+
+def test_errors():
+    cfg = config()
+    net = FixedMaps([[1.0, 1.0]] * 3, (80, 60))
+    with pytest.raises(ConfigError):
+        KeypointDetector((net, cfg), backend="tensorrt")
+    with pytest.raises(ConfigError):
+        KeypointDetector((net, cfg), bogus=1)
+    with pytest.raises(ConfigError):
+        pick_device("nonsense")
+    det = KeypointDetector((net, cfg), device="cpu")
+    with pytest.raises(InputError):
+        det.detect(np.zeros((10, 10), np.uint8))
+    wrong = KeypointDetector((FixedMaps([[1.0, 1.0]] * 2, (80, 60)), cfg), device="cpu")
+    with pytest.raises(ConfigError, match="keypoints"):
+        wrong.detect(np.zeros((48, 64, 3), np.uint8))
