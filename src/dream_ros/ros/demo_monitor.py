@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..frames import (LINK_T_OPTICAL, from_translation_quaternion, invert, pose_error)
+from ..frames import from_translation_quaternion, invert, pose_error
 
 # The bound the demo enforces (see docs and the README): a calibration is useful when it is at least
 # as good as what people get from marker-based hand-eye calibration (easy_handeye users report
@@ -38,12 +38,26 @@ def transform_to_matrix(tf) -> np.ndarray:
     return from_translation_quaternion([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
 
 
-def estimate_base_T_optical(base_T_frame: np.ndarray, frame: str, optical_frame: str) -> np.ndarray:
-    """The optical frame's pose from the pose of ``frame`` (the optical frame itself, or a
-    camera_link-like frame in REP 103 orientation when its name says so)."""
-    if frame == optical_frame or "optical" in frame:
-        return base_T_frame
-    return base_T_frame @ LINK_T_OPTICAL
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_master(timeout_s: float, watch_pid: int = 0) -> bool:
+    import rosgraph
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if rosgraph.is_master_online():
+            return True
+        if watch_pid and not pid_alive(watch_pid):
+            return False
+        time.sleep(0.2)
+    return False
 
 
 class DemoMonitor:
@@ -98,8 +112,12 @@ class DemoMonitor:
             print("[%6.1fs] %-10s (no ground truth yet on %s)" % (t, msg.status, self.truth_topic),
                   flush=True)
             return
-        est = estimate_base_T_optical(transform_to_matrix(msg.base_to_camera), msg.camera_frame,
-                                      self.truth_frame)
+        if msg.camera_frame != self.truth_frame:
+            # The sim publishes no camera TF tree, so dream_node reports the optical frame itself.
+            print("[%6.1fs] estimate is for frame %r, the truth for %r: cannot compare"
+                  % (t, msg.camera_frame, self.truth_frame), flush=True)
+            return
+        est = transform_to_matrix(msg.base_to_camera)
         dt, dr = pose_error(invert(est), invert(self.truth))
         self.last = (msg, 1000.0 * dt, dr)
         self.history.append((t, msg.status, msg.frames_used, 1000.0 * dt, dr))
@@ -114,13 +132,17 @@ class DemoMonitor:
             self.after_converged += 1
 
     # -- the run -----------------------------------------------------------------------------------
-    def wait(self) -> bool:
-        """True when converged (and a few frames seen after), False on timeout or shutdown."""
+    def wait(self, watch_pid: int = 0) -> bool:
+        """True when converged (and a few frames seen after), False on timeout, shutdown or when
+        the launched ROS processes are gone."""
         rospy = self.rospy
         while not rospy.is_shutdown():
             if self.converged_at is not None and self.after_converged >= self.settle_frames:
                 return True
             if time.time() - self.start > self.timeout_s:
+                return False
+            if watch_pid and not pid_alive(watch_pid):
+                print("demo: the ROS processes (pid %d) exited" % watch_pid, flush=True)
                 return False
             time.sleep(0.1)
         return False
@@ -174,6 +196,8 @@ def parse_args(argv):
     p.add_argument("--settle-frames", type=int, default=3,
                    help="converged estimates to see before judging")
     p.add_argument("--overlays", type=int, default=4)
+    p.add_argument("--watch-pid", type=int, default=0,
+                   help="stop waiting when this process (roslaunch) exits")
     return p.parse_args(argv)
 
 
@@ -182,6 +206,9 @@ def main(argv=None) -> int:
     args = parse_args(rospy.myargv(sys.argv if argv is None else argv)[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not wait_for_master(30.0, args.watch_pid):
+        print("demo: FAILED: no ROS master at %s" % os.environ.get("ROS_MASTER_URI"), flush=True)
+        return 2
     rospy.init_node("demo_monitor", disable_signals=True)
     mon = DemoMonitor(args.pose_topic, args.truth_topic, args.overlay_topic, args.save_service,
                       out, args.max_translation_mm, args.max_rotation_deg, args.timeout,
@@ -190,7 +217,7 @@ def main(argv=None) -> int:
           % (args.pose_topic, args.truth_topic, args.max_translation_mm, args.max_rotation_deg,
              args.timeout), flush=True)
     try:
-        converged = mon.wait()
+        converged = mon.wait(args.watch_pid)
     except KeyboardInterrupt:
         print("demo: interrupted", flush=True)
         return 130

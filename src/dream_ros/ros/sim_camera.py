@@ -205,6 +205,9 @@ class SimCamera:
         self.trajectory = JointTrajectory(names, lower, upper, kind=kind, home=home,
                                           amplitude=amplitude, period_s=period_s, seed=seed,
                                           waypoints=waypoints)
+        self.other_joints = [j.name for j in self.robot.urdf.joints
+                             if j.type in ("revolute", "continuous", "prismatic")
+                             and j.mimic is None and j.name not in names]
         self._renderer = renderer
         self.background = self._load_background(background) if background else None
 
@@ -228,7 +231,11 @@ class SimCamera:
         return invert(self.camera_T_base)
 
     def joints(self, t: float) -> Dict[str, float]:
-        return self.trajectory.as_dict(t)
+        """The config's joints on the trajectory, plus the URDF's other movable joints (fingers)
+        at 0, so robot_state_publisher and rviz see a complete robot."""
+        q = self.trajectory.as_dict(t)
+        q.update((name, 0.0) for name in self.other_joints)
+        return q
 
     def render(self, joints: Dict[str, float]) -> np.ndarray:
         rgb = self.renderer.render(joints, self.camera_T_base, self.K, background=self.background)
