@@ -23,6 +23,8 @@ from ..errors import InputError
 # DREAM's normalisation: /255 then (v - 0.5) / 0.5
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
+# the model file records this; letterbox keeps the aspect (4:3 renders and cameras need no padding)
+PREPROCESSING = "letterbox"
 
 
 @dataclass
@@ -169,14 +171,23 @@ def load_rgb(path: str) -> np.ndarray:
 
 def to_input(image: np.ndarray, xy: np.ndarray, input_size: Tuple[int, int]
              ) -> Tuple[np.ndarray, np.ndarray]:
-    """Resize (aspect not kept, as DREAM's 'resize' mode) to input_size (w,h); scale keypoints."""
-    import cv2
+    """Raw image -> net input with the exact Preprocessor the detector uses; keypoints mapped alike."""
     h, w = image.shape[:2]
-    W, H = input_size
-    if (w, h) != (W, H):
-        image = cv2.resize(image, (W, H), interpolation=cv2.INTER_AREA if w > W else cv2.INTER_LINEAR)
-        xy = xy * np.array([W / w, H / h], dtype=np.float32)
-    return image, xy
+    if (w, h) == tuple(input_size):
+        return image, xy                # our renders are already at the input size
+    pre = _preprocessor(tuple(input_size))
+    img, geo = pre.image(image)
+    return img, geo.to_input(xy).astype(np.float32)
+
+
+_PRE = {}
+
+
+def _preprocessor(input_size):
+    from ..network.preprocess import Preprocessor
+    if input_size not in _PRE:
+        _PRE[input_size] = Preprocessor(PREPROCESSING, input_size, IMAGE_MEAN, IMAGE_STD)
+    return _PRE[input_size]
 
 
 def image_to_tensor(image: np.ndarray):
@@ -189,7 +200,8 @@ class KeypointDataset:
     """torch Dataset over FrameRecords: returns (image CHW float, xy_out (K,2), xy_raw (K,2), scale).
 
     ``xy_out`` are the keypoints in output-map cells after augmentation (NaN if absent);
-    ``scale`` (2,) converts output cells back to raw pixels for the un-augmented validation frames.
+    ``scale`` (4,) maps output cells back to raw pixels (raw = xy * scale[:2] + scale[2:]) for the
+    un-augmented validation frames.
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_size: Tuple[int, int],
@@ -223,7 +235,15 @@ class KeypointDataset:
         W, H = self.input_size
         w_out, h_out = self.output_size
         xy_out = xy_in * np.array([w_out / W, h_out / H], dtype=np.float32)
-        scale = np.array([r.raw_size[0] / w_out, r.raw_size[1] / h_out], dtype=np.float32)
+        # output cells -> raw pixels: raw = xy_out * scale[:2] + scale[2:] (exact preprocessing inverse)
+        if (w, h) == (W, H):
+            gs, gb = np.ones(2), np.zeros(2)
+        else:
+            g = _preprocessor((W, H)).geometry((w, h))
+            gs, gb = np.asarray(g.scale), np.asarray(g.shift)
+        s_in = np.array([W / w_out, H / h_out])
+        img_to_raw = np.array([r.raw_size[0] / w, r.raw_size[1] / h])
+        scale = np.concatenate([s_in / gs * img_to_raw, -gb / gs * img_to_raw]).astype(np.float32)
         raw_size = np.array(r.raw_size, dtype=np.float32)
         return (image_to_tensor(image), torch.from_numpy(xy_out), torch.from_numpy(xy_raw),
                 torch.from_numpy(scale), torch.from_numpy(raw_size))

@@ -115,7 +115,8 @@ def evaluate(net, loader, codec, out_size, device, fg_weight: float) -> Dict[str
             target = codec.encode_torch(xy_out.to(device), valid.to(device), out_size)
             losses.append(float(torch.mean((pred - target) ** 2)))
             xy_pred, _, det = codec.decode(pred.cpu().numpy())
-            xy_pred = xy_pred * scale.numpy()[:, None, :]
+            sc = scale.numpy()[:, None, :]
+            xy_pred = xy_pred * sc[..., :2] + sc[..., 2:]
             gt = xy_raw.numpy()
             rs = raw_size.numpy()[:, None, :]
             inframe = np.all(np.isfinite(gt), -1) & np.all((gt >= 0) & (gt <= rs), -1)

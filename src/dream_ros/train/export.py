@@ -1,0 +1,178 @@
+"""Export a training run's checkpoint as a shipped model file (fp16 weights) plus its model card.
+
+The model file goes through ``network.model_file.save_model`` so the detector loads it like any
+other model; the training provenance (data, seeds, images seen, hours, commands) and the metrics
+travel inside it and are repeated in the human-readable card next to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigError, InputError
+from . import checkpoint as ckpt
+
+MAX_MODEL_BYTES = 25 * 1024 * 1024
+from .dataset import PREPROCESSING  # noqa: E402  (train and inference must preprocess alike)
+
+
+def _load(run_or_ckpt: str, which: str) -> Dict[str, Any]:
+    p = Path(run_or_ckpt)
+    if p.is_dir():
+        p = p / (ckpt.BEST if which == "best" else ckpt.LAST)
+        if not p.exists() and which == "best":
+            p = p.with_name(ckpt.LAST)
+    state = ckpt.load_checkpoint(p)
+    if state is None:
+        raise InputError("no checkpoint at %s" % p)
+    state["_path"] = str(p)
+    return state
+
+
+def provenance_of(state: Dict[str, Any]) -> Dict[str, Any]:
+    c = state["counters"]
+    m = state.get("metrics") or {}
+    tc = state.get("train_config") or {}
+    return {
+        "checkpoint": state.get("_path"),
+        "images_seen": int(c.get("images_seen", 0)),
+        "wall_hours": round(float(c.get("wall_hours", 0.0)), 3),
+        "steps": int(c.get("steps", 0)),
+        "epochs": int(c.get("epoch", 0)),
+        "sessions": int(c.get("sessions", 0)),
+        "data": list(state.get("provenance", {}).get("data", [])),
+        "n_frames_indexed": m.get("n_frames"),
+        "seed": state.get("provenance", {}).get("seed"),
+        "init": state.get("provenance", {}).get("init"),
+        "commands": list(state.get("provenance", {}).get("commands", [])),
+        "hyperparameters": {k: tc.get(k) for k in (
+            "batch_size", "lr", "weight_decay", "warmup_images", "schedule_images", "lr_floor",
+            "sigma_start", "sigma_anneal_images", "fg_weight", "augment", "val_fraction",
+            "input_size", "epoch_images")},
+        "exported_utc": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def build_net(state: Dict[str, Any]):
+    from ..network.ours import build_network
+    net = build_network(state["arch"], len(state["keypoint_names"]))
+    net.load_state_dict(state["model"])
+    return net.eval()
+
+
+def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[str] = None,
+               extra_metrics: Optional[str] = None) -> Path:
+    state = _load(run_or_ckpt, which)
+    net = build_net(state)
+    metrics = {("val_" + k if not k.startswith("val") else k): v
+               for k, v in (state.get("metrics") or {}).items()
+               if k not in ("images_seen", "epoch", "wall_hours", "n_frames")}
+    if extra_metrics:
+        try:
+            metrics.update(json.loads(Path(extra_metrics).read_text()))
+        except (OSError, ValueError) as exc:
+            raise InputError("--extra-metrics %s: %s" % (extra_metrics, exc))
+    prov = provenance_of(state)
+    out = Path(to)
+    _save(out, net, state, prov, metrics)
+    size = out.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ConfigError("exported model is %.1f MB, over the %d MB git limit"
+                          % (size / 1e6, MAX_MODEL_BYTES // (1024 * 1024)))
+    print("exported %s (%s checkpoint: %d images seen, %.2f h) -> %s (%.2f MB)"
+          % (state["_path"], which, prov["images_seen"], prov["wall_hours"], out, size / 1e6))
+    if card:
+        write_card(Path(card), out, state, prov, metrics)
+        print("model card -> %s" % card)
+    return out
+
+
+def _save(out: Path, net, state, prov, metrics) -> None:
+    from ..network.model_file import ModelConfig, save_model
+    from ..robot_config import load_robot_config
+    robot = load_robot_config(state.get("robot", "panda"))
+    links = {k.name: k.link for k in robot.keypoints}
+    names = list(state["keypoint_names"])
+    cfg = ModelConfig.for_ours(
+        robot.name, names, [links.get(n, n) for n in names], arch=state["arch"],
+        input_size=tuple(state["input_size"]), preprocessing=PREPROCESSING,
+        codec=dict(state["codec"]), training=prov, metrics=metrics)
+    if tuple(cfg.output_size) != tuple(state["output_size"]):
+        raise ConfigError("model config output %s differs from the trained %s"
+                          % (cfg.output_size, state["output_size"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(out, net, cfg, fp16=True)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "%.4f" % v
+    return str(v)
+
+
+def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
+    n_params = sum(v.numel() for v in state["model"].values() if v.is_floating_point())
+    hist = state.get("history") or []
+    lines = [
+        "# %s — Panda keypoint model trained on this project's synthetic data" % model_path.name,
+        "",
+        "Generated by `python -m dream_ros train --export` from the run's checkpoint; "
+        "edit the run, not this file (hand-written notes go in the Notes section at the end).",
+        "",
+        "| | |", "|---|---|",
+        "| file | `%s` (%.2f MB, fp16 weights) |" % (model_path, model_path.stat().st_size / 1e6),
+        "| architecture | `%s` (%.2f M parameters), input %dx%d RGB (letterbox), output %dx%d belief maps |"
+        % (state["arch"], n_params / 1e6, state["input_size"][0], state["input_size"][1],
+           state["output_size"][0], state["output_size"][1]),
+        "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
+        "| label codec | %s |" % json.dumps(state["codec"]),
+        "| images seen (cumulative) | %d |" % prov["images_seen"],
+        "| training time (cumulative wall clock) | %.2f h on a 2-core CPU shared with rendering |"
+        % prov["wall_hours"],
+        "| steps / epochs / sessions | %d / %d / %d |" % (prov["steps"], prov["epochs"], prov["sessions"]),
+        "| data | %s (%s frames indexed at export) |" % (", ".join(prov["data"]), prov["n_frames_indexed"]),
+        "| seed (training) | %s |" % prov["seed"],
+        "| fine-tuned from | %s |" % (prov["init"] or "scratch"),
+        "| exported | %s from `%s` |" % (prov["exported_utc"], prov["checkpoint"]),
+        "",
+        "## Metrics",
+        "",
+        "Validation: held-out frames of the training renders (hash split), pixel errors at the "
+        "renders' raw resolution, DREAM's peak rules via the codec.",
+        "",
+        "| metric | value |", "|---|---|",
+    ]
+    for k in sorted(metrics):
+        lines.append("| %s | %s |" % (k, _fmt(metrics[k])))
+    lines += ["", "## Hyperparameters", "", "```json", json.dumps(prov["hyperparameters"], indent=1),
+              "```", "", "## Exact commands (in order; each resumed the previous checkpoint)", ""]
+    for c in prov["commands"]:
+        lines.append("    %s" % c)
+    lines += ["", "Export:", "",
+              "    python -m dream_ros train --export %s --to %s --card %s"
+              % (Path(prov["checkpoint"]).parent, model_path, path),
+              "", "## Validation history", "",
+              "| images seen | hours | val PCK AUC (0-20 px) | median px | detected | val MSE |",
+              "|---|---|---|---|---|---|"]
+    for h in hist[-25:]:
+        lines.append("| %d | %.2f | %s | %s | %s | %s |" % (
+            h.get("images_seen", 0), h.get("wall_hours", 0.0), _fmt(h.get("pck_auc", float("nan"))),
+            _fmt(h.get("median_px", float("nan"))), _fmt(h.get("detected", float("nan"))),
+            _fmt(h.get("val_mse", float("nan")))))
+    notes = ""
+    if path.exists():
+        old = path.read_text()
+        marker = "\n## Notes\n"
+        if marker in old:
+            notes = old[old.index(marker):]
+    text = "\n".join(lines) + "\n" + (notes or "\n## Notes\n\n(none yet)\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,153 @@
+"""Training pipeline: augmentation moves keypoints, the growing-dataset index, schedules, and on a
+tiny rendered Panda dataset (test/data/panda_tiny): overfitting (loss falls, PCK rises) and resume."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY = Path(__file__).resolve().parents[1] / "data" / "panda_tiny"
+NAMES = ["panda_link0", "panda_link2", "panda_link3", "panda_link4", "panda_link6", "panda_link7",
+         "panda_hand"]
+
+
+def _dot_image(xy, size=(320, 240)):
+    import cv2
+    img = np.zeros((size[1], size[0], 3), np.uint8)
+    for x, y in xy:
+        cv2.circle(img, (int(round(x)), int(round(y))), 2, (255, 255, 255), -1)
+    return img
+
+
+def test_augmentation_moves_keypoints_with_pixels():
+    from dream_ros.data.augment import augment, build_augmenter
+    import albumentations as A
+    import cv2
+    # geometry only, always applied, so the dot must land where the keypoint went
+    aug = A.Compose([A.Affine(translate_percent=(-0.1, 0.1), scale=(0.8, 1.3), rotate=(-20, 20),
+                              border_mode=cv2.BORDER_CONSTANT, fill=0, keep_ratio=True, p=1.0)],
+                    keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        xy = np.array([[rng.uniform(100, 220), rng.uniform(80, 160)]], np.float32)
+        img, xy2 = augment(aug, _dot_image(xy), xy)
+        gray = img[..., 0].astype(float)
+        ys, xs = np.nonzero(gray > 100)
+        centre = np.array([xs.mean(), ys.mean()])
+        assert np.linalg.norm(centre - xy2[0]) < 1.5
+    # the training pipelines keep every keypoint (out of frame ones too) and NaN stays NaN
+    for strength in ("strong", "dream", "none"):
+        xy = np.array([[10, 10], [-40, 50], [np.nan, np.nan]], np.float32)
+        img, out = augment(build_augmenter(strength), _dot_image(xy[:1]), xy)
+        assert out.shape == (3, 2) and np.isnan(out[2]).all() and np.isfinite(out[:2]).all()
+        assert img.shape == (240, 320, 3) and img.dtype == np.uint8
+
+
+def _write_frame(d: Path, i: int, xy):
+    import cv2
+    cv2.imwrite(str(d / ("%06d.rgb.jpg" % i)), _dot_image(xy))
+    kps = [{"name": n, "location": [0, 0, 1], "projected_location": [float(x), float(y)]}
+           for n, (x, y) in zip(NAMES, xy)]
+    (d / ("%06d.json" % i)).write_text(json.dumps({"objects": [{"class": "panda", "keypoints": kps}]}))
+
+
+def test_index_picks_up_new_frames_and_split_is_stable(tmp_path):
+    from dream_ros.train.dataset import FrameIndex
+    xy = np.tile([[50.0, 60.0]], (7, 1))
+    for i in range(20):
+        _write_frame(tmp_path, i, xy)
+    idx = FrameIndex([str(tmp_path)], NAMES, min_age_s=0.0)
+    assert idx.refresh() == 20 and idx.refresh() == 0
+    train, val = idx.split(0.3)
+    assert len(train) + len(val) == 20 and len(val) > 0
+    val_keys = {r.key for r in val}
+    for i in range(20, 50):
+        _write_frame(tmp_path, i, xy)
+    (tmp_path / "000050.json").write_text("{ half written")       # skipped, not fatal
+    assert idx.refresh() == 30
+    train2, val2 = idx.split(0.3)
+    assert val_keys <= {r.key for r in val2}                         # old frames keep their split
+    assert not ({r.key for r in train2} & {r.key for r in val2})
+
+
+def test_schedules():
+    from dream_ros.train.loop import TrainConfig, lr_at, sigma_at
+    cfg = TrainConfig(data=["x"], out="y", lr=1e-3, warmup_images=100, schedule_images=1000,
+                      lr_floor=0.1, sigma_start=4.0, sigma_anneal_images=500)
+    assert lr_at(cfg, 0) < lr_at(cfg, 50) < lr_at(cfg, 100)
+    assert lr_at(cfg, 100) > lr_at(cfg, 600) > lr_at(cfg, 1000)
+    assert lr_at(cfg, 1000) == pytest.approx(1e-4) and lr_at(cfg, 5000) == pytest.approx(1e-4)
+    assert sigma_at(cfg, 0, 2.0) == 4.0 and sigma_at(cfg, 250, 2.0) == 3.0
+    assert sigma_at(cfg, 10000, 2.0) == 2.0
+
+
+def _cfg(tmp_path, **kw):
+    from dream_ros.train.loop import TrainConfig
+    base = dict(data=[str(TINY)], out=str(tmp_path / "run"), arch="dream_tiny_s4",
+                input_size=(160, 128), batch_size=4, epoch_images=4, lr=3e-3, warmup_images=8,
+                schedule_images=100000, sigma_start=2.0, sigma_anneal_images=0, augment="none",
+                workers=0, threads=2, val_fraction=0.0, min_frames=1, progress=False,
+                log_every=1000)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _fit_metrics(run_dir: Path, cfg):
+    """Loss and PCK of a run's last checkpoint (or an untrained net) on all tiny frames."""
+    import torch
+    from torch.utils.data import DataLoader
+    from dream_ros.network.codec import BeliefMapCodec
+    from dream_ros.network.ours import build_network
+    from dream_ros.train.dataset import FrameIndex, KeypointDataset
+    from dream_ros.train.loop import evaluate
+    torch.manual_seed(0)
+    net = build_network(cfg.arch, 7)
+    ck = run_dir / "last.pt"
+    if ck.exists():
+        net.load_state_dict(torch.load(str(ck), map_location="cpu", weights_only=False)["model"])
+    idx = FrameIndex([str(TINY)], NAMES, min_age_s=0.0)
+    idx.refresh()
+    recs, _ = idx.split(0.0)
+    out_size = (cfg.input_size[0] // 4, cfg.input_size[1] // 4)
+    dl = DataLoader(KeypointDataset(recs, cfg.input_size, out_size, "none"), batch_size=8)
+    return evaluate(net, dl, BeliefMapCodec(), out_size, torch.device("cpu"), 0.0)
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_overfits_tiny_rendered_dataset(tmp_path):
+    from dream_ros.train.loop import train
+    cfg = _cfg(tmp_path, max_steps=70, fg_weight=10.0)
+    before = _fit_metrics(tmp_path / "nothing", cfg)
+    res = train(cfg)
+    assert res["counters"]["steps"] == 70 and res["counters"]["images_seen"] == 280
+    after = _fit_metrics(Path(cfg.out), cfg)
+    assert after["val_mse"] < 0.6 * before["val_mse"]
+    assert after.get("pck@10", 0.0) > before.get("pck@10", 0.0) + 0.3
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_resume_restores_weights_optimizer_and_counters(tmp_path):
+    import torch
+    from dream_ros.train.checkpoint import load_checkpoint
+    from dream_ros.train.loop import train
+    train(_cfg(tmp_path, max_steps=2))
+    first = load_checkpoint(Path(tmp_path / "run"))
+    assert first["counters"]["steps"] == 2 and first["counters"]["images_seen"] == 8
+    res = train(_cfg(tmp_path, max_steps=3, resume=True))
+    second = load_checkpoint(Path(tmp_path / "run"))
+    assert res["counters"]["steps"] == 3 and second["counters"]["images_seen"] == 12
+    assert second["counters"]["sessions"] == 2 and len(second["provenance"]["commands"]) == 2
+    # Adam's step count continued (restored optimizer), weights moved on from the first run's
+    steps = [s["step"] for s in second["optimizer"]["state"].values()]
+    assert all(float(s) == 3 for s in steps)
+    k = next(k for k in first["model"] if k.endswith("weight") and first["model"][k].dim() == 4)
+    assert not torch.equal(first["model"][k], second["model"][k])
+    assert second["counters"]["wall_hours"] >= first["counters"]["wall_hours"]
+    # a different architecture must not silently resume from this run
+    from dream_ros.errors import ConfigError
+    with pytest.raises(ConfigError):
+        train(_cfg(tmp_path, max_steps=4, resume=True, arch="dream_lite_s4"))
