@@ -149,25 +149,28 @@ class RobotModel(object):
         return np.array(lower), np.array(upper)
 
     def _check_config(self) -> None:
-        src = "robot config %s with URDF %s" % (self.config.source, self.urdf_path)
+        """Every problem between the config and the URDF, in one ConfigError."""
         links = set(self.link_names)
+        problems = []
         if self.base_frame not in links:
-            raise ConfigError("%s: base frame %r is not a URDF link" % (src, self.base_frame))
+            problems.append("base frame %r is not a URDF link" % self.base_frame)
         bad = sorted({k.link for k in self.config.keypoints} - links)
         if bad:
-            raise ConfigError("%s: keypoint links not in the URDF: %s" % (src, ", ".join(bad)))
+            problems.append("keypoint links not in the URDF: %s" % ", ".join(bad))
         unknown = [j for j in self.config.joint_names if j not in self._joints]
         if unknown:
-            raise ConfigError("%s: joints not in the URDF: %s" % (src, ", ".join(unknown)))
-        not_movable = [j for j in self.config.joint_names
-                       if self._joints[j].type not in MOVABLE_TYPES or self._joints[j].mimic]
+            problems.append("joints not in the URDF: %s" % ", ".join(unknown))
+        not_movable = [j for j in self.config.joint_names if j in self._joints
+                       and (self._joints[j].type not in MOVABLE_TYPES or self._joints[j].mimic)]
         if not_movable:
-            raise ConfigError("%s: configured joints must be revolute, continuous or prismatic "
-                              "and not mimic: %s" % (src, ", ".join(not_movable)))
+            problems.append("configured joints must be revolute, continuous or prismatic and "
+                            "not mimic: %s" % ", ".join(not_movable))
         for j in self._joints.values():
             if j.mimic is not None and j.mimic[0] not in self._joints:
-                raise ConfigError("URDF %s: joint %r mimics unknown joint %r"
-                                  % (self.urdf_path, j.name, j.mimic[0]))
+                problems.append("joint %r mimics unknown joint %r" % (j.name, j.mimic[0]))
+        if problems:
+            raise ConfigError("robot config %s with URDF %s: %s"
+                              % (self.config.source, self.urdf_path, "; ".join(problems)))
 
     # ------------------------------------------------------------------ kinematic tree
     def _root_path(self, link: str) -> List[_Joint]:
