@@ -269,21 +269,58 @@ class BagSource:
 # --------------------------------------------------------------------------------------------
 # NDDS
 # --------------------------------------------------------------------------------------------
-class NddsSource:
-    """DREAM/NDDS folder via NddsDataset; frames carry the true camera pose when the files have
-    the keypoints' 3D locations (which every DREAM and dream_ros dataset has)."""
+def rigid_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """4x4 T minimising |T src - dst| (Kabsch; both (N,3), N >= 3 non-collinear)."""
+    cs, cd = src.mean(axis=0), dst.mean(axis=0)
+    U, _, Vt = np.linalg.svd((src - cs).T @ (dst - cd))
+    d = np.sign(np.linalg.det(Vt.T @ U.T))
+    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, cd - R @ cs
+    return T
 
-    def __init__(self, folder, robot, **dataset_kwargs):
+
+class NddsSource:
+    """DREAM/NDDS folders via NddsDataset. The true camera pose is the rigid fit between the
+    keypoints' stored camera-frame locations and their forward kinematics at the stored joints
+    (independent of how a dataset writes the object pose); frames without joint angles
+    (``sim_state``) cannot be calibrated and are reported as such."""
+
+    def __init__(self, folder, robot, scale: Optional[float] = None, truth_tolerance_m: float = 0.01):
         from .ndds import NddsDataset
         if not Path(folder).is_dir():
             raise InputError("NDDS folder not found: %s" % folder)
-        self.dataset = NddsDataset(folder, **dataset_kwargs)
         self.robot = robot
+        self.dataset = NddsDataset(folder, robot_name=robot.config.dream_name or robot.name,
+                                   units_scale=1.0 if scale is None else float(scale))
+        self.truth_tolerance_m = float(truth_tolerance_m)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _truth(self, frame, joints) -> Optional[np.ndarray]:
+        names = list(self.robot.keypoint_names)
+        idx = [frame.keypoint_names.index(n) for n in names if n in frame.keypoint_names]
+        if len(idx) < 3:
+            return None
+        base = np.asarray(self.robot.keypoints_3d(joints), float)
+        base = base[[names.index(frame.keypoint_names[i]) for i in idx]]
+        cam = frame.location[idx]
+        T = rigid_transform(base, cam)
+        residual = np.linalg.norm(base @ T[:3, :3].T + T[:3, 3] - cam, axis=1).max()
+        return T if residual < self.truth_tolerance_m else None
+
     def __iter__(self) -> Iterator[CalibrationFrame]:
-        from .ndds import ndds_calibration_frame
         for i in range(len(self.dataset)):
-            yield ndds_calibration_frame(self.dataset, i, self.robot)
+            name = self.dataset.frame_names[i]
+            try:
+                f = self.dataset[i]
+                missing = [j for j in self.robot.joint_names if j not in f.joints]
+                if missing:
+                    raise InputError("frame %s has no joint angles for %s (sim_state.joints)"
+                                     % (name, ", ".join(missing)))
+                joints = {j: f.joints[j] for j in self.robot.joint_names}
+                yield CalibrationFrame(name, self.dataset.load_image(i), joints, f.K,
+                                       camera_T_base_true=self._truth(f, joints))
+            except InputError as exc:
+                yield CalibrationFrame(name, None, None, None, problem=str(exc))

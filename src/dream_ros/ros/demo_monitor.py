@@ -86,6 +86,9 @@ class DemoMonitor:
         self.overlays = deque(maxlen=64)               # (status, frames_used, Image)
         self.saved_overlays = []
         self.history = []
+        self.done = False                              # judged: stop printing
+        self.rejections = 0
+        self.last_rejection, self.last_rejection_print = "", -1e9
         rospy.Subscriber(truth_topic, TransformStamped, self._on_truth, queue_size=1)
         rospy.Subscriber(pose_topic, PoseEstimate, self._on_pose, queue_size=20)
         rospy.Subscriber(overlay_topic, Image, self._on_overlay, queue_size=2, buff_size=2 ** 24)
@@ -97,16 +100,28 @@ class DemoMonitor:
         self.truth_frame = msg.child_frame_id
 
     def _on_overlay(self, msg) -> None:
+        if self.done:
+            return
         status = self.last[0].status if self.last is not None else ""
         frames_used = self.last[0].frames_used if self.last is not None else 0
         self.overlays.append((status, frames_used, msg))
 
     def _on_pose(self, msg) -> None:
+        if self.done:
+            return
         t = time.time() - self.start
         if self.first_msg_time is None:
             self.first_msg_time = t
         if msg.status not in OK_STATUSES:
-            print("[%6.1fs] %-10s %s" % (t, msg.status, msg.reason), flush=True)
+            # The same rejection over and over is one line every few seconds, with a count.
+            code = msg.reason.split(":", 1)[0]
+            self.rejections += 1
+            if code != self.last_rejection or t - self.last_rejection_print > 5.0:
+                print("[%6.1fs] %-10s %s%s" % (t, msg.status, msg.reason,
+                                               "  (x%d)" % self.rejections
+                                               if self.rejections > 1 else ""), flush=True)
+                self.last_rejection, self.last_rejection_print = code, t
+                self.rejections = 0
             return
         if self.truth is None:
             print("[%6.1fs] %-10s (no ground truth yet on %s)" % (t, msg.status, self.truth_topic),
@@ -221,6 +236,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("demo: interrupted", flush=True)
         return 130
+    mon.done = True
     if mon.last is None:
         print("\ndemo: FAILED: no accepted estimate within %.0f s" % args.timeout, flush=True)
         paths = mon.write_overlays()

@@ -32,8 +32,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..frames import from_translation_quaternion, invert, make_transform
 
-DEFAULT_CAMERA_POSITION = (1.15, 0.55, 0.75)   # metres in the base frame: in front, to one side
-DEFAULT_LOOK_AT = (0.15, 0.0, 0.4)
+DEFAULT_CAMERA_POSITION = (1.3, 0.6, 0.8)       # metres in the base frame: in front, to one side
+DEFAULT_LOOK_AT = (0.1, 0.0, 0.45)
 
 
 # --------------------------------------------------------------------------------------------

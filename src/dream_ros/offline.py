@@ -1,0 +1,435 @@
+"""``python -m dream_ros calibrate``: camera-to-robot calibration from files, without ROS.
+
+Input (one of): an NDDS folder (DREAM's or ours), an image folder (``color/`` + ``qpos/`` +
+``K.txt``, the EasyHeC layout) or a ROS bag (image, camera_info and joint_states topics).
+Every frame goes through the same pipeline as the ROS node (``Calibrator``: network detection ->
+forward kinematics -> PnP -> plausibility gates); frames that pass are also accumulated into one
+multi-frame estimate (the camera is assumed static, as in the node's static mode).
+
+Output, in ``--out``:
+- ``results.jsonl``: one JSON object per frame: frame, keypoints {name: [u, v] | null},
+  camera_T_base (4x4, maps base points into the OpenCV optical frame; null when rejected),
+  reprojection_error_px, status ("ok" or the reason), plus diagnostics;
+- ``calibration.yaml``: the multi-frame calibration, in the node's format (``save_calibration``);
+- ``overlays/<frame>.png``: detections (green), the frame's own estimate (magenta crosses) and the
+  multi-frame estimate (cyan crosses);
+- a printed summary (and ``summary.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+MULTIFRAME_RGB = (0, 255, 255)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("input (exactly one)")
+    g = src.add_mutually_exclusive_group(required=True)
+    g.add_argument("--ndds", metavar="DIR", help="NDDS dataset folder (DREAM's format or ours)")
+    g.add_argument("--images", metavar="DIR",
+                   help="folder with color/NNNNNN.png, qpos/NNNNNN.txt (the robot's joints in "
+                        "config order first) and K.txt")
+    g.add_argument("--bag", metavar="BAG", help="ROS bag (read with the rosbags package)")
+    src.add_argument("--K", metavar="FILE", help="intrinsics file for --images (default DIR/K.txt; "
+                     "3x3 or fx fy cx cy); with --bag it overrides camera_info")
+    src.add_argument("--image-topic", default="/camera/color/image_raw")
+    src.add_argument("--camera-info-topic", default="/camera/color/camera_info")
+    src.add_argument("--joint-states-topic", default="/joint_states")
+    src.add_argument("--max-dt", type=float, default=0.05, metavar="S",
+                     help="bag: largest image/joint-state stamp gap accepted (default 0.05 s)")
+    src.add_argument("--ndds-scale", type=float, default=None, metavar="S",
+                     help="NDDS: multiply 3D locations by S (0.01 for DREAM's synthetic sets in cm)")
+    parser.add_argument("--model", default=None,
+                        help="robot name (its shipped model), our model file, or a DREAM .pth with "
+                             "its .yaml beside it (default: the robot's shipped model)")
+    parser.add_argument("--robot", default=None,
+                        help="robot name or config YAML (default: the model's robot, else panda)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--camera-frame", default=None,
+                        help="optical frame name for the calibration file (default: the bag's "
+                             "camera_info frame_id, else camera_optical_frame)")
+    parser.add_argument("--overlays", type=int, default=10, metavar="N",
+                        help="overlay PNGs for N frames spread over the input (0: none, -1: all)")
+    parser.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N frames")
+    parser.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
+    parser.add_argument("--max-reprojection-error", type=float, default=None, metavar="PX",
+                        help="reject single-frame estimates above this RMS error (node default)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
+# --------------------------------------------------------------------------------------------
+# results file
+# --------------------------------------------------------------------------------------------
+def _matrix(T) -> Optional[list]:
+    return None if T is None else [[float(x) for x in row] for row in np.asarray(T, float)]
+
+
+def _num(x) -> Optional[float]:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def frame_record(name: str, detections, estimate, truth=None, extra: Optional[dict] = None) -> dict:
+    """The per-frame results-file object (see module docstring)."""
+    from .frames import pose_error
+    rec = {
+        "frame": name,
+        "keypoints": detections.as_dict() if detections is not None else None,
+        "camera_T_base": _matrix(estimate.camera_T_base) if estimate is not None and estimate.ok
+        else None,
+        "reprojection_error_px": _num(estimate.reprojection_error_px) if estimate is not None
+        else None,
+        "status": "ok" if estimate is not None and estimate.ok else None,
+    }
+    if estimate is not None and not estimate.ok:
+        rec["status"] = ("%s: %s" % (estimate.status, estimate.reason)) if estimate.reason \
+            else estimate.status
+        rejected = estimate.extras.get("rejected_camera_T_base")
+        if rejected is not None:
+            rec["rejected_camera_T_base"] = _matrix(rejected)
+    if detections is not None:
+        rec["keypoints_detected"] = int(detections.num_detected)
+    if estimate is not None:
+        rec["inliers"] = int(estimate.num_inliers)
+    if truth is not None and estimate is not None and estimate.ok:
+        dt, dr = pose_error(estimate.camera_T_base, truth)
+        rec["error_translation_m"], rec["error_rotation_deg"] = dt, dr
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+class JsonLinesWriter:
+    """Appends records to a temp file beside ``path``; ``close()`` renames it into place, so a
+    reader never sees a half-written results file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=str(self.path.parent), prefix="." + self.path.name,
+                                        suffix=".tmp")
+        self.f = os.fdopen(fd, "w")
+
+    def write(self, record: dict) -> None:
+        self.f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, str(self.path))
+
+    def abort(self) -> None:
+        self.f.close()
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def _write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, str(path))
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError("cannot encode %s" % path)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.tobytes())
+    os.replace(tmp, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+def make_source(args, robot):
+    from .data.sources import BagSource, ImageFolderSource, NddsSource, read_intrinsics
+    if args.images:
+        return ImageFolderSource(args.images, robot.joint_names, K_path=args.K)
+    if args.bag:
+        K = read_intrinsics(Path(args.K)) if args.K else None
+        return BagSource(args.bag, args.image_topic, args.camera_info_topic,
+                         args.joint_states_topic, robot.joint_names, max_dt=args.max_dt,
+                         K_override=K)
+    return NddsSource(args.ndds, robot, scale=args.ndds_scale)
+
+
+def pose_summary(T) -> dict:
+    """Camera position (m) and orientation (quaternion xyzw, rpy deg) in the base frame."""
+    from scipy.spatial.transform import Rotation
+    from .frames import invert, quaternion_xyzw
+    B = invert(np.asarray(T, float))
+    return {"position_m": [float(x) for x in B[:3, 3]],
+            "quaternion_xyzw": [float(x) for x in quaternion_xyzw(B)],
+            "rpy_deg": [float(x) for x in Rotation.from_matrix(B[:3, :3]).as_euler("xyz", degrees=True)]}
+
+
+class OfflineCalibration:
+    """Runs frames through a Calibrator (single-frame estimates) and a MultiFrameSolver fed with
+    the accepted frames. Kept separate from the CLI so tests can drive it with any detector."""
+
+    def __init__(self, robot, detector, gates: Optional[dict] = None,
+                 solver_options: Optional[dict] = None):
+        from .calibration import Calibrator
+        self.robot = robot
+        self.calibrator = Calibrator(robot, detector, mode="continuous", **(gates or {}))
+        self.solver_options = dict(solver_options or {})
+        self.solver = None
+        self.solver_K = None
+        self.skipped_other_K = 0
+        self.truths: List[np.ndarray] = []
+
+    def points_3d(self, joints, names) -> np.ndarray:
+        pts = np.asarray(self.robot.keypoints_3d(joints), float)
+        robot_names = list(self.robot.keypoint_names)
+        return pts[[robot_names.index(n) for n in names]]
+
+    def process(self, frame):
+        """(detections, single-frame estimate, points_3d in detection order) for one frame."""
+        from .types import PoseEstimate
+        from .errors import InputError
+        if frame.problem:
+            return None, PoseEstimate.failure("bad_input", frame.problem), None
+        try:
+            det, est = self.calibrator.process(frame.rgb, frame.joints, frame.K)
+        except InputError as exc:
+            return None, PoseEstimate.failure("bad_input", str(exc)), None
+        pts = self.points_3d(frame.joints, det.names)
+        if frame.camera_T_base_true is not None:
+            self.truths.append(np.asarray(frame.camera_T_base_true, float))
+        if est.ok:
+            self._accumulate(pts, det, frame.K)
+        return det, est, pts
+
+    def _accumulate(self, pts, det, K) -> None:
+        from .multiframe import MultiFrameSolver
+        K = np.asarray(K, float)
+        if self.solver is None:
+            self.solver = MultiFrameSolver(K, **self.solver_options)
+            self.solver_K = K
+        elif not np.allclose(K, self.solver_K):
+            self.skipped_other_K += 1   # one calibration per camera: frames with other K are left out
+            return
+        ok = np.asarray(det.detected, bool) & np.all(np.isfinite(det.uv), axis=1)
+        self.solver.add_frame(pts[ok], det.uv[ok])
+
+    @property
+    def multiframe(self):
+        return None if self.solver is None else self.solver.estimate
+
+    def camera_moves(self, tol_m: float = 0.01, tol_deg: float = 1.0) -> bool:
+        """True when the ground truth (if any) shows different camera poses across frames."""
+        from .frames import pose_error
+        errors = [pose_error(T, self.truths[0]) for T in self.truths[1:]]
+        return any(dt > tol_m or dr > tol_deg for dt, dr in errors)
+
+
+def _overlay(frame, det, est, pts, multi_T, K) -> np.ndarray:
+    from .visualize import calibration_overlay, draw_reprojections
+    lines = ["%s  %s" % (frame.name, "ok" if est.ok else est.status)]
+    if est.ok:
+        lines.append("single frame: %.1f px RMS, %d inliers" % (est.reprojection_error_px or
+                                                                  float("nan"), est.num_inliers))
+    else:
+        lines.append(est.reason[:80])
+    img = frame.rgb
+    if multi_T is not None and pts is not None:
+        img = draw_reprojections(img, pts, multi_T, K, color=MULTIFRAME_RGB)
+        lines.append("cyan: multi-frame estimate, magenta: this frame's, green: detections")
+    return calibration_overlay(img, detections=det, estimate=est if est.ok else None,
+                               points_3d=pts, K=K, status=lines)
+
+
+def _overlay_indices(n: int, count: int) -> set:
+    if count < 0 or count >= n:
+        return set(range(n))
+    if count == 0 or n == 0:
+        return set()
+    return set(int(round(x)) for x in np.linspace(0, n - 1, count))
+
+
+# --------------------------------------------------------------------------------------------
+# the subcommand
+# --------------------------------------------------------------------------------------------
+def run(args) -> int:
+    import torch
+    from .errors import ConfigError
+    from .network.detector import KeypointDetector
+    from .network.model_file import load_model
+    from .robot import RobotModel
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    model_ref = args.model or args.robot or "panda"
+    net, model_config = load_model(model_ref)
+    robot_ref = args.robot or getattr(model_config, "robot", None) or "panda"
+    robot = RobotModel.load(robot_ref)
+    missing = [n for n in model_config.keypoint_names if n not in robot.keypoint_names]
+    if missing:
+        raise ConfigError("model %s detects %s, which robot %s does not have: pass the matching "
+                          "--robot" % (model_ref, ", ".join(missing), robot.name))
+    detector = KeypointDetector((net, model_config), device=args.device)
+    gates = {}
+    if args.max_reprojection_error is not None:
+        gates["max_reprojection_error_px"] = float(args.max_reprojection_error)
+    source = make_source(args, robot)
+    summary = calibrate(source, robot, detector, Path(args.out), model_name=str(model_ref),
+                        gates=gates, limit=args.limit, overlays=args.overlays,
+                        camera_frame=args.camera_frame)
+    return 0 if summary["ok"] > 0 else 1
+
+
+def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: Optional[dict] = None,
+              limit: int = 0, overlays: int = 10, camera_frame: Optional[str] = None,
+              progress: bool = True, quiet: bool = False) -> dict:
+    """Run every frame of ``source`` and write the outputs to ``out``; returns the summary."""
+    from tqdm import tqdm
+    from .calibration import save_calibration
+    from .errors import ConfigError
+    from .frames import pose_error
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("cannot create output folder %s: %s" % (out, exc))
+    for stale in (out / "overlays").glob("*.png"):   # from an earlier run into the same folder
+        stale.unlink()
+    offline = OfflineCalibration(robot, detector, gates=gates)
+    total = len(source) if not limit else min(len(source), limit)
+    want_overlay = _overlay_indices(total, overlays)
+    kept = []        # frames to draw overlays for once the multi-frame estimate is known
+    statuses: Counter = Counter()
+    records = []
+    writer = JsonLinesWriter(out / "results.jsonl")
+    try:
+        for i, frame in enumerate(tqdm(source, total=total, desc="calibrate", unit="frame",
+                                       file=sys.stderr, disable=not progress)):
+            if i >= total:
+                break
+            det, est, pts = offline.process(frame)
+            extra = {"stamp": frame.stamp} if frame.stamp is not None else None
+            rec = frame_record(frame.name, det, est, frame.camera_T_base_true, extra)
+            writer.write(rec)
+            records.append(rec)
+            statuses["ok" if est.ok else est.status] += 1
+            if i in want_overlay and frame.rgb is not None:
+                kept.append((frame, det, est, pts))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+    multi = offline.multiframe
+    summary = {"frames": len(records), "ok": statuses.get("ok", 0),
+               "failures": {k: v for k, v in statuses.items() if k != "ok"},
+               "model": model_name, "robot": robot.name, "results": str(out / "results.jsonl")}
+    moving = offline.camera_moves()
+    if multi is not None and multi.ok and not moving:
+        frame_id = camera_frame or getattr(source, "camera_frame", "") or "camera_optical_frame"
+        camera = None
+        if offline.solver_K is not None:
+            camera = {"K": [[float(x) for x in r] for r in offline.solver_K]}
+        calib_path = save_calibration(out / "calibration.yaml", multi, robot.base_frame, frame_id,
+                                      robot=robot.name, model=model_name, mode="offline",
+                                      camera=camera)
+        summary["multiframe"] = dict(pose_summary(multi.camera_T_base),
+                                     camera_T_base=_matrix(multi.camera_T_base),
+                                     frames_used=int(multi.frames_used),
+                                     converged=bool(multi.extras.get("converged", False)),
+                                     reprojection_error_px=_num(multi.reprojection_error_px),
+                                     spread_translation_m=_num(multi.extras.get("spread_translation_m")),
+                                     spread_rotation_deg=_num(multi.extras.get("spread_rotation_deg")),
+                                     calibration=str(calib_path))
+        if offline.truths:
+            dt, dr = pose_error(multi.camera_T_base, offline.truths[0])
+            summary["multiframe"].update(error_translation_m=dt, error_rotation_deg=dr)
+        # How far each accepted frame's own estimate is from the joint one (consistency).
+        dev = [pose_error(np.asarray(r["camera_T_base"]), multi.camera_T_base) for r in records
+               if r["camera_T_base"] is not None]
+        if dev:
+            d = np.asarray(dev)
+            summary["single_vs_multiframe"] = {
+                "median_translation_m": float(np.median(d[:, 0])), "max_translation_m": float(d[:, 0].max()),
+                "median_rotation_deg": float(np.median(d[:, 1])), "max_rotation_deg": float(d[:, 1].max())}
+    elif moving:
+        summary["multiframe"] = "skipped: the ground truth shows the camera moving between frames"
+    else:
+        summary["multiframe"] = ("none: %s" % multi.reason) if multi is not None else \
+            "none: no frame was accepted"
+    errs = [(r["error_translation_m"], r["error_rotation_deg"]) for r in records
+            if "error_translation_m" in r]
+    if errs:
+        e = np.asarray(errs)
+        summary["single_frame_error_vs_truth"] = {
+            "median_translation_m": float(np.median(e[:, 0])),
+            "median_rotation_deg": float(np.median(e[:, 1]))}
+
+    if kept:
+        overlay_dir = out / "overlays"
+        overlay_dir.mkdir(exist_ok=True)
+        multi_T = multi.camera_T_base if (multi is not None and multi.ok and not moving) else None
+        for frame, det, est, pts in kept:
+            _write_png(overlay_dir / ("%s.png" % frame.name),
+                       _overlay(frame, det, est, pts, multi_T, frame.K))
+        summary["overlays"] = str(overlay_dir)
+    _write_json(out / "summary.json", summary)
+    if not quiet:
+        print_summary(records, summary)
+    return summary
+
+
+def print_summary(records: List[dict], summary: dict) -> None:
+    from .frames import invert
+    print("\n%-12s %-18s %3s %6s  %-23s %s" % ("frame", "status", "kp", "rms px",
+                                              "camera xyz in base (m)", "error vs truth"))
+    for r in records:
+        pos = ""
+        if r["camera_T_base"] is not None:
+            pos = " ".join("%+.3f" % v for v in invert(np.asarray(r["camera_T_base"]))[:3, 3])
+        err = ""
+        if "error_translation_m" in r:
+            err = "%.1f mm %.2f deg" % (1000 * r["error_translation_m"], r["error_rotation_deg"])
+        rms = r["reprojection_error_px"]
+        print("%-12s %-18s %3s %6s  %-23s %s" % (
+            r["frame"][:12], "ok" if r["status"] == "ok" else r["status"].split(":")[0][:18],
+            r.get("keypoints_detected", "-"), "-" if rms is None else "%.1f" % rms, pos, err))
+    print("\n%d frames, %d accepted%s" % (summary["frames"], summary["ok"],
+                                          "" if not summary["failures"] else ", rejected: " +
+                                          ", ".join("%s %d" % kv for kv in summary["failures"].items())))
+    m = summary["multiframe"]
+    if isinstance(m, dict):
+        print("multi-frame estimate (%d frames): camera at %s m, rpy %s deg, %.2f px RMS"
+              % (m["frames_used"], " ".join("%+.4f" % v for v in m["position_m"]),
+                 " ".join("%+.2f" % v for v in m["rpy_deg"]), m["reprojection_error_px"] or float("nan")))
+        if "error_translation_m" in m:
+            print("multi-frame error vs truth: %.1f mm, %.2f deg"
+                  % (1000 * m["error_translation_m"], m["error_rotation_deg"]))
+        s = summary.get("single_vs_multiframe")
+        if s:
+            print("single-frame estimates vs multi-frame: median %.1f mm / %.2f deg, max %.1f mm / "
+                  "%.2f deg" % (1000 * s["median_translation_m"], s["median_rotation_deg"],
+                                1000 * s["max_translation_m"], s["max_rotation_deg"]))
+        print("calibration: %s" % m["calibration"])
+    else:
+        print("multi-frame estimate: %s" % m)
+    if "single_frame_error_vs_truth" in summary:
+        e = summary["single_frame_error_vs_truth"]
+        print("single-frame error vs truth: median %.1f mm, %.2f deg"
+              % (1000 * e["median_translation_m"], e["median_rotation_deg"]))
+    print("results: %s" % summary["results"])
+    if "overlays" in summary:
+        print("overlays: %s" % summary["overlays"])
