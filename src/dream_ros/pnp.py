@@ -118,6 +118,8 @@ def _epnp(p3, p2, K, dist, flags=(cv2.SOLVEPNP_EPNP, cv2.SOLVEPNP_SQPNP)):
             continue
         if not ok or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
             continue
+        if len(flags) == 1:
+            return rvec.reshape(3), tvec.reshape(3)
         sse = float(np.sum((project(p3, rvec, tvec, K, dist) - p2) ** 2))
         if best is None or sse < best[0]:
             best = (sse, rvec.reshape(3), tvec.reshape(3))
@@ -133,19 +135,15 @@ def _msac(p3, p2, K, dist, pose, thr):
     return float(np.sum(np.minimum(err, thr) ** 2)), err
 
 
-LOO_MIN = 3
-
-
 def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, loo_max=12):
     """(rvec, tvec, inlier mask) minimising the MSAC cost, or None.
 
-    Hypotheses, cheapest first, stopping at the first tight one (every point it does not leave
-    out within thr / 2; a loose fit of all points may be a wrong pose that absorbed an outlier):
-    1. all points;
-    2. leave-one-out subsets (N <= loo_max; one wrong keypoint is the common case), the point
-       with the largest error under hypothesis 1 left out first;
-    3. OpenCV's RANSAC (EPnP on random 5-point samples) when no hypothesis has N - 1 inliers.
-    The best two by MSAC cost are LM-refined on their inliers before the final choice."""
+    Hypotheses: all points; if they do not fit tightly (every error under thr / 2; a loose fit of
+    all points may be a wrong pose that absorbed an outlier), every leave-one-out subset (N <=
+    loo_max: one wrong keypoint is the common case; all N are tried because a wrong keypoint
+    does not always have the largest error under the all-points pose); and OpenCV's RANSAC (EPnP
+    on random 5-point samples) when no hypothesis has N - 1 inliers. The best three by MSAC cost
+    are LM-refined on their inliers before the final choice."""
     n = len(p3)
     hyps = []
 
@@ -161,14 +159,12 @@ def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, loo_m
     tight = add(_epnp(p3, p2, K, dist))
     if not tight and hyps and max(min_points, 5) <= n - 1 and n <= loo_max:
         keep = np.ones(n, bool)
-        for rank, i in enumerate(np.argsort(-hyps[0][3])):
+        for i in range(n):
             keep[i] = False
             # SQPnP only: half the cost, and the better of the two on near-degenerate layouts.
             tight = add(_epnp(p3[keep], p2[keep], K, dist, flags=(cv2.SOLVEPNP_SQPNP,)),
                         left_out=i) or tight
             keep[i] = True
-            if tight and rank + 1 >= LOO_MIN:
-                break
     if not tight and not any(h[2].sum() >= n - 1 for h in hyps):
         ok, rvec, tvec, _ = cv2.solvePnPRansac(
             p3, p2, K, dist, iterationsCount=iterations, reprojectionError=thr,
@@ -180,7 +176,7 @@ def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, loo_m
         return None
     hyps.sort(key=lambda h: h[0])
     best = None
-    for cost, (rvec, tvec), mask, _ in hyps[:2]:
+    for cost, (rvec, tvec), mask, _ in hyps[:3]:
         rvec, tvec = _refine(p3[mask], p2[mask], K, dist, rvec, tvec)
         cost, err = _msac(p3, p2, K, dist, (rvec, tvec), thr)
         if best is None or cost < best[0]:
