@@ -51,14 +51,20 @@ class Gates:
     min_depth_m: float = 0.05               # every inlier keypoint in front of the camera by this
     min_distance_m: float = 0.2             # camera to base-frame origin
     max_distance_m: float = 6.0
-    max_jump_m: float = 0.05                # static mode, after convergence
+    # Static mode, after convergence: a frame is a "jump" (camera moved?) when its own pose is
+    # this far from the converged one AND the converged pose reprojects its keypoints worse than
+    # max_jump_px. Both: a single frame's pose is weak in depth (cm of noise at 1-2 m), while a
+    # moved camera also shows up in the image.
+    max_jump_m: float = 0.05
     max_jump_deg: float = 5.0
+    max_jump_px: float = 10.0
 
     def __post_init__(self):
         if int(self.min_keypoints) < 4:
             raise ConfigError("min_keypoints must be >= 4 (PnP needs four points), got %r"
                               % (self.min_keypoints,))
-        for name in ("max_reprojection_error_px", "max_distance_m", "max_jump_m", "max_jump_deg"):
+        for name in ("max_reprojection_error_px", "max_distance_m", "max_jump_m", "max_jump_deg",
+                     "max_jump_px"):
             v = float(getattr(self, name))
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError("%s must be a positive number, got %r" % (name, v))
@@ -112,6 +118,17 @@ def _validate_rgb(rgb) -> np.ndarray:
     if rgb.dtype != np.uint8:
         raise InputError("image must be uint8, got %s" % rgb.dtype)
     return rgb
+
+
+def _rms_reprojection(points_3d, uv, camera_T_base, K) -> float:
+    if len(points_3d) == 0:
+        return float("inf")
+    cam = points_3d @ camera_T_base[:3, :3].T + camera_T_base[:3, 3]
+    if np.any(cam[:, 2] <= 1e-6):
+        return float("inf")
+    proj = cam @ K.T
+    proj = proj[:, :2] / proj[:, 2:3]
+    return float(np.sqrt(np.mean(np.sum((proj - uv) ** 2, axis=1))))
 
 
 class Calibrator:
@@ -259,14 +276,17 @@ class Calibrator:
     # -- static mode ---------------------------------------------------------------------------
     def _static_step(self, points_3d, uv, K, single: PoseEstimate, accumulate: bool) -> PoseEstimate:
         if self._frozen is not None:
+            g = self.gates
             jump_m, jump_deg = frames.pose_error(single.camera_T_base, self._frozen.camera_T_base)
-            single.extras.update(jump_m=jump_m, jump_deg=jump_deg)
-            if jump_m > self.gates.max_jump_m or jump_deg > self.gates.max_jump_deg:
-                return self._fail(single, JUMP, "frame is %.3f m / %.1f deg away from the "
-                                  "converged calibration (max %.3f m / %.1f deg): did the camera "
-                                  "move? call reset to recalibrate"
-                                  % (jump_m, jump_deg, self.gates.max_jump_m,
-                                     self.gates.max_jump_deg))
+            valid = np.all(np.isfinite(uv), axis=1)
+            rms_px = _rms_reprojection(points_3d[valid], uv[valid], self._frozen.camera_T_base, K)
+            single.extras.update(jump_m=jump_m, jump_deg=jump_deg, jump_px=rms_px)
+            if (jump_m > g.max_jump_m or jump_deg > g.max_jump_deg) and rms_px > g.max_jump_px:
+                return self._fail(single, JUMP, "frame disagrees with the converged calibration: "
+                                  "%.1f px RMS under it, its own pose %.3f m / %.1f deg away (max "
+                                  "%.1f px, %.3f m / %.1f deg): did the camera move? call reset "
+                                  "to recalibrate" % (rms_px, jump_m, jump_deg, g.max_jump_px,
+                                                      g.max_jump_m, g.max_jump_deg))
             out = self._copy(self._frozen)
             out.extras["single_frame"] = single
             return out

@@ -225,9 +225,12 @@ def test_static_mode_rejects_a_jump_and_reset_starts_over(robot):
         if cal.converged:
             break
     assert cal.converged
-    fake.T = look_at((1.6, 0.9, 0.9))        # camera bumped by 20 cm
+    moved = TRUE_T.copy()
+    moved[:3, 3] += [0.08, 0.0, 0.0]          # camera bumped 8 cm sideways
+    fake.T = moved
     _, est = run(cal, fake, random_joints(robot, rng))
     assert est.status == "jump" and "reset" in est.reason and est.camera_T_base is None
+    assert est.extras["jump_px"] > 10
     cal.reset()
     assert not cal.converged and cal.estimate is None
     _, est = run(cal, fake, random_joints(robot, rng))

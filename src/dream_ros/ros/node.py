@@ -65,6 +65,7 @@ PARAMETERS = collections.OrderedDict([
     ("max_distance_m", (6.0, "gate: max camera distance to the base")),
     ("max_jump_m", (0.05, "static mode gate: max distance from the converged estimate")),
     ("max_jump_deg", (5.0, "static mode gate: max rotation from the converged estimate")),
+    ("max_jump_px", (10.0, "static mode gate: max RMS px of a frame under the converged pose")),
     ("multiframe", ({}, "options for dream_ros.multiframe.MultiFrameSolver")),
     ("pnp", ({}, "options for dream_ros.pnp.solve_pnp")),
     ("save_dir", ("", "default folder for ~save; empty: $ROS_HOME/dream_ros (~/.ros/dream_ros)")),
@@ -112,9 +113,12 @@ class Stats:
 
 class DreamNode:
     """The node. ``detector``/``robot`` may be injected (tests); ``main()`` always builds the real
-    KeypointDetector from ~model."""
+    KeypointDetector from ~model. ``namespace`` replaces the node's private namespace ``~`` and
+    ``topics`` ({image, camera_info, joint_states}) the input topic names, so tests can run
+    several instances inside one rospy process."""
 
-    def __init__(self, detector=None, robot=None):
+    def __init__(self, detector=None, robot=None, namespace: Optional[str] = None,
+                 topics: Optional[dict] = None):
         import rospy
         import tf2_ros
         from diagnostic_msgs.msg import DiagnosticArray
@@ -124,7 +128,10 @@ class DreamNode:
         from dream_ros.srv import SaveCalibration
 
         self.rospy = rospy
-        self.name = rospy.get_name()
+        self.caller = rospy.get_name()        # what TF records as the broadcaster of our frames
+        self.name = "/" + (namespace or self.caller).strip("/")
+        priv = lambda n: self.name + "/" + n   # noqa: E731
+        topics = dict(topics or {})
         self.p = self._read_params()
         p = self.p
         if p["mode"] not in ("continuous", "static"):
@@ -144,7 +151,8 @@ class DreamNode:
                       max_reprojection_error_px=float(p["max_reprojection_error_px"]),
                       min_depth_m=float(p["min_depth_m"]), min_distance_m=float(p["min_distance_m"]),
                       max_distance_m=float(p["max_distance_m"]), max_jump_m=float(p["max_jump_m"]),
-                      max_jump_deg=float(p["max_jump_deg"]))
+                      max_jump_deg=float(p["max_jump_deg"]),
+                      max_jump_px=float(p["max_jump_px"]))
         for key in ("multiframe", "pnp"):
             if not isinstance(p[key], dict):
                 raise ConfigError("~%s must be a mapping of options, got %r" % (key, p[key]))
@@ -166,6 +174,7 @@ class DreamNode:
         self._tf_target = None                      # (child, child_T_optical) as last resolved
         self._tf_resolved_wall = 0.0
         self._tf_problem = ""
+        self._ours = set()                          # (child, parent) links this node publishes
         self._capture = None                        # dict(event, result) while ~capture waits
         self._stop = False
         kp_links = [(k.link, k.offset) for k in self.robot.config.keypoints]
@@ -175,14 +184,14 @@ class DreamNode:
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer)
         self.tf_pub = tf2_ros.TransformBroadcaster()
 
-        self.pub_keypoints = rospy.Publisher("~keypoints", Keypoints, queue_size=5)
-        self.pub_pose = rospy.Publisher("~pose", PoseMsg, queue_size=5)
-        self.pub_overlay = rospy.Publisher("~overlay", Image, queue_size=1)
-        self.pub_belief = rospy.Publisher("~belief_overlay", Image, queue_size=1)
+        self.pub_keypoints = rospy.Publisher(priv("keypoints"), Keypoints, queue_size=5)
+        self.pub_pose = rospy.Publisher(priv("pose"), PoseMsg, queue_size=5)
+        self.pub_overlay = rospy.Publisher(priv("overlay"), Image, queue_size=1)
+        self.pub_belief = rospy.Publisher(priv("belief_overlay"), Image, queue_size=1)
         self.pub_diag = rospy.Publisher("/diagnostics", DiagnosticArray, queue_size=5)
         self.PoseMsg = PoseMsg
 
-        self.image_topic = rospy.resolve_name("image")
+        self.image_topic = topics.get("image") or rospy.resolve_name("image")
         if p["image_transport"] == "compressed":
             self.image_topic += "/compressed"
             self.sub_image = rospy.Subscriber(self.image_topic, CompressedImage,
@@ -191,15 +200,15 @@ class DreamNode:
         else:
             self.sub_image = rospy.Subscriber(self.image_topic, Image, self._on_image,
                                               callback_args=False, queue_size=1, buff_size=2 ** 26)
-        self.info_topic = rospy.resolve_name("camera_info")
+        self.info_topic = topics.get("camera_info") or rospy.resolve_name("camera_info")
         self.sub_info = rospy.Subscriber(self.info_topic, CameraInfo, self._on_info, queue_size=1)
-        self.joint_topic = rospy.resolve_name("joint_states")
+        self.joint_topic = topics.get("joint_states") or rospy.resolve_name("joint_states")
         self.sub_joints = rospy.Subscriber(self.joint_topic, JointState, self._on_joints,
                                            queue_size=50)
 
-        self.srv_capture = rospy.Service("~capture", Trigger, self._srv_capture)
-        self.srv_reset = rospy.Service("~reset", Trigger, self._srv_reset)
-        self.srv_save = rospy.Service("~save", SaveCalibration, self._srv_save)
+        self.srv_capture = rospy.Service(priv("capture"), Trigger, self._srv_capture)
+        self.srv_reset = rospy.Service(priv("reset"), Trigger, self._srv_reset)
+        self.srv_save = rospy.Service(priv("save"), SaveCalibration, self._srv_save)
 
         self._worker = threading.Thread(target=self._work, name="dream_worker", daemon=True)
         self._worker.start()
@@ -223,7 +232,7 @@ class DreamNode:
             raise ConfigError("%s: %s (see config/dream_node.yaml)" % (self.name, problem))
         out = {}
         for name, (default, _) in PARAMETERS.items():
-            value = rospy.get_param("~" + name, default)
+            value = rospy.get_param(prefix + name, default)
             if isinstance(default, bool):
                 if not isinstance(value, bool):
                     raise ConfigError("~%s must be true or false, got %r" % (name, value))
@@ -299,8 +308,11 @@ class DreamNode:
                 self.rospy.signal_shutdown(str(exc))
                 return
             except Exception as exc:     # a bug must not kill the worker: log it, keep going
-                self._count("internal_error", "internal error (please report): %s\n%s"
-                            % (exc, traceback.format_exc()), level="error")
+                try:
+                    self._count("internal_error", "internal error (please report): %s\n%s"
+                                % (exc, traceback.format_exc()), level="error")
+                except Exception:
+                    traceback.print_exc()
 
     def _process(self, msg, compressed: bool, arrival: float) -> None:
         rospy = self.rospy
@@ -378,6 +390,9 @@ class DreamNode:
                                                 or self.p["publish_unconverged"])
             if publish:
                 base_T_child = self._publish_tf(est.camera_T_base, stamp)
+                if base_T_child is None:     # would give a frame a second parent: say so
+                    return self._reject("tf_conflict", self._tf_problem, header, stamp, est=est,
+                                        detected=det.num_detected)
             if not static:
                 self._last_accepted = est
             child = self._tf_target[0] if self._tf_target else self._optical
@@ -440,7 +455,9 @@ class DreamNode:
         if now - self._throttle.get(key, -1e9) < float(self.p["log_throttle_s"]):
             return
         self._throttle[key] = now
-        getattr(self.rospy, "log" + level)("dream_node: %s" % text)
+        log = {"error": self.rospy.logerr, "warn": self.rospy.logwarn,
+               "info": self.rospy.loginfo}.get(level, self.rospy.logwarn)
+        log("dream_node: %s" % text)
 
     def _count(self, code: str, reason: str, level: str = "warn") -> None:
         with self.stats.lock:
@@ -459,10 +476,11 @@ class DreamNode:
     def _publish_tf(self, camera_T_base, stamp):
         target = self._resolve_tf_target()
         if target is None:
-            self._count("tf_conflict", self._tf_problem, level="error")
+            self._log("error", "tf_conflict_detail", self._tf_problem)
             return None
         child, child_T_optical = target
         base_T_child = frames.invert(camera_T_base) @ frames.invert(child_T_optical)
+        self._ours.add((child, self.base_frame))
         self.tf_pub.sendTransform(transform_stamped(base_T_child, self.base_frame, child, stamp))
         return base_T_child
 
@@ -473,7 +491,7 @@ class DreamNode:
         if self._tf_target is not None and now - self._tf_resolved_wall < 1.0:
             return self._tf_target
         self._tf_resolved_wall = now
-        target, problem = choose_tf_child(self._tf_frames(), self.name, self.base_frame,
+        target, problem = choose_tf_child(self._tf_frames(), self._ours, self.base_frame,
                                           self._optical, self.p["tf_child_frame"])
         self._tf_problem = problem
         if target is None:
@@ -673,16 +691,17 @@ class DreamNode:
         self._worker.join(timeout=5.0)
 
 
-def choose_tf_child(tf_frames: dict, me: str, base_frame: str, optical: str,
+def choose_tf_child(tf_frames: dict, ours, base_frame: str, optical: str,
                     requested: str = "") -> Tuple[Optional[str], str]:
     """Which frame to publish ``base_frame -> child`` to, given TF's frame table
-    ({frame: {parent, broadcaster}}); (None, problem) when that would give a frame a second
-    parent or connect the camera to the robot twice."""
-    me = "/" + me.strip("/")
+    ({frame: {parent, broadcaster}}) and the (child, parent) links we publish ourselves;
+    (None, problem) when that would give a frame a second parent or connect the camera to the
+    robot twice."""
+    ours = set(ours)
 
     def parent(f):   # parent set by someone else, or None
         e = tf_frames.get(f)
-        if isinstance(e, dict) and e.get("parent") and "/" + str(e.get("broadcaster", "")).strip("/") != me:
+        if isinstance(e, dict) and e.get("parent") and (f, str(e["parent"])) not in ours:
             return str(e["parent"]), str(e.get("broadcaster", "?"))
         return None
 
