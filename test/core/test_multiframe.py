@@ -1,0 +1,165 @@
+"""Static-camera multi-frame solver: accuracy gain over single frames, outlier frames and points,
+incremental behaviour, convergence, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from geometry_scenes import K, panda, project, random_camera, random_joints, random_view
+
+from dream_ros.errors import InputError
+from dream_ros.frames import pose_error
+from dream_ros.multiframe import MultiFrameSolver, _group_medians
+
+
+def run(solver, rng, T, n, noise_px=1.0):
+    est = None
+    for _ in range(n):
+        p3, p2, _ = random_view(rng, noise_px=noise_px, camera_T_base=T)
+        est = solver.add_frame(p3, p2)
+    return est
+
+
+def test_exact_frames_give_exact_pose():
+    rng = np.random.default_rng(30)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K)
+    est = run(solver, rng, T, 5, noise_px=0.0)
+    assert est.ok and est.frames_used == 5 and est.num_points == 35
+    assert pose_error(est.camera_T_base, T)[0] < 1e-6
+    assert est.extras["spread_translation_m"] < 1e-6
+
+
+def test_thirty_noisy_frames_beat_one():
+    rng = np.random.default_rng(31)
+    single, joint = [], []
+    for _ in range(10):
+        T = random_camera(rng)
+        solver = MultiFrameSolver(K)
+        first = run(solver, rng, T, 1)
+        single.append(pose_error(first.camera_T_base, T)[0])
+        est = run(solver, rng, T, 29)
+        assert est.ok and est.frames_used == 30 and est.extras["rejected_frames"] == 0
+        joint.append(pose_error(est.camera_T_base, T)[0])
+        assert est.extras["spread_translation_m"] > 0.0
+    # figures: scripts/bench_geometry.py; 30 frames should gain about sqrt(30) ~ 5x
+    assert np.median(joint) < 0.3 * np.median(single)
+    assert np.median(joint) < 0.005
+
+
+def test_outlier_frames_and_points_are_rejected():
+    rng = np.random.default_rng(32)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K)
+    wrong_joint_frames, moved = [], []
+    for i in range(40):
+        p3, p2, _ = random_view(rng, noise_px=1.0, camera_T_base=T)
+        if i % 8 == 3:          # joint readings of another moment: the 3D points are wrong
+            p3 = panda().keypoints_3d(random_joints(rng))
+            wrong_joint_frames.append(i)
+        if i % 8 == 6:          # one keypoint detected 80 px off
+            p2[i % 7] += 80.0
+            moved.append(i)
+        est = solver.add_frame(p3, p2)
+        if i in moved:
+            assert not est.inliers[i % 7] and est.reprojection_errors_px[i % 7] > 40
+            assert est.inliers.sum() == 6
+    assert est.ok
+    assert est.extras["rejected_frame_ids"] == wrong_joint_frames
+    assert est.frames_used == 40 - len(wrong_joint_frames)
+    assert pose_error(est.camera_T_base, T)[0] < 0.005
+
+
+def test_recovers_when_the_first_frames_are_outliers():
+    rng = np.random.default_rng(33)
+    for _ in range(4):
+        T = random_camera(rng)
+        solver = MultiFrameSolver(K)
+        for i in range(25):
+            p3, p2, _ = random_view(rng, noise_px=1.0, camera_T_base=T)
+            if i in (0, 1, 5):
+                p3 = panda().keypoints_3d(random_joints(rng))
+            est = solver.add_frame(p3, p2)
+        assert pose_error(est.camera_T_base, T)[0] < 0.01
+        assert set(est.extras["rejected_frame_ids"]) == {0, 1, 5}
+
+
+def test_frames_with_few_keypoints_and_empty_frames():
+    rng = np.random.default_rng(34)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K)
+    p3, p2, _ = random_view(rng, camera_T_base=T)
+    p2[:5] = np.nan
+    est = solver.add_frame(p3, p2)           # 2 keypoints, nothing solved yet
+    assert not est.ok and est.status == "too_few_points" and "no frame solved" in est.reason
+    assert est.inliers.shape == (7,) and not est.inliers.any()
+    run(solver, rng, T, 12, noise_px=0.5)
+    est = solver.add_frame(p3, p2)           # settled: the 2 keypoints join the joint solve
+    assert est.ok and est.frames_used == 14
+    assert est.inliers.sum() == 2 and np.isnan(est.reprojection_errors_px[:5]).all()
+    est = solver.add_frame(p3, np.full((7, 2), np.nan))   # nothing seen: estimate unchanged
+    assert est.ok and est.extras["frames_in_history"] == 14
+
+
+def test_convergence_and_reset():
+    rng = np.random.default_rng(35)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K, min_frames=5, converge_window=5)
+    assert solver.estimate is None and not solver.converged
+    est = run(solver, rng, T, 3)
+    assert est.ok and not est.extras["converged"] and not solver.converged
+    flags = [run(solver, rng, T, 1).extras["converged"] for _ in range(60)]
+    assert solver.converged and flags[-1]
+    assert solver.estimate.extras["converged"]
+    solver.reset()
+    assert solver.estimate is None and not solver.converged and solver.num_frames == 0
+    # wildly inconsistent single frames (huge spread) never count as converged
+    strict = MultiFrameSolver(K, max_spread_translation_m=1e-4)
+    run(strict, rng, T, 30)
+    assert not strict.converged
+
+
+def test_history_is_bounded():
+    rng = np.random.default_rng(36)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K, max_frames=10)
+    est = run(solver, rng, T, 25)
+    assert est.extras["frames_in_history"] == 10 and est.frames_used == 10
+    assert pose_error(est.camera_T_base, T)[0] < 0.02
+
+
+def test_covariance_shrinks_with_frames():
+    rng = np.random.default_rng(37)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K)
+    c5 = np.trace(run(solver, rng, T, 5).covariance[:3, :3])
+    c50 = np.trace(run(solver, rng, T, 45).covariance[:3, :3])
+    assert c50 < c5 / 4
+
+
+def test_distortion_is_used():
+    import cv2
+    rng = np.random.default_rng(38)
+    T = random_camera(rng)
+    dist = np.array([-0.25, 0.08, 0.0, 0.0, 0.0])
+    solver = MultiFrameSolver(K, dist=dist)
+    rvec = cv2.Rodrigues(T[:3, :3])[0]
+    for _ in range(5):
+        p3 = panda().keypoints_3d(random_joints(rng))
+        p2 = cv2.projectPoints(p3, rvec, T[:3, 3], K, dist)[0].reshape(-1, 2)
+        est = solver.add_frame(p3, p2)
+    assert pose_error(est.camera_T_base, T)[0] < 1e-6
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="focal"):
+        MultiFrameSolver(np.diag([-1.0, 600.0, 1.0]))
+    with pytest.raises(InputError, match="loss"):
+        MultiFrameSolver(K, loss="l3")
+    solver = MultiFrameSolver(K)
+    with pytest.raises(InputError, match="rows"):
+        solver.add_frame(np.zeros((7, 3)), np.zeros((6, 2)))
+
+
+def test_group_medians():
+    v = np.array([3.0, 1.0, 2.0, 10.0, 5.0, 7.0, 6.0, 4.0])
+    assert np.allclose(_group_medians(v, np.array([3, 1, 4])), [2.0, 10.0, 5.5])
