@@ -29,6 +29,10 @@ class FixedMaps(nn.Module):
         return self.maps[None].expand(x.shape[0], -1, -1, -1) + 0 * self.dummy
 
 
+def torch_detector(model, **kw):
+    return KeypointDetector(model, device="cpu", backend="torch", **kw)
+
+
 def config(preprocessing="letterbox", **kw):
     return ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4",
                                 preprocessing=preprocessing, **kw)
@@ -38,7 +42,7 @@ def test_uv_in_raw_pixels_and_padding_rejected():
     cfg = config()
     # output 80x60 -> input 320x240 (x4) -> raw 1280x720 letterboxed into rows 30..210
     xy_out = [[40.0, 30.0], [10.25, 20.5], [40.0, 3.0]]     # the last one lies in the padding
-    det = KeypointDetector((FixedMaps(xy_out, (80, 60)), cfg), device="cpu")
+    det = torch_detector((FixedMaps(xy_out, (80, 60)), cfg))
     out = det.detect(np.zeros((720, 1280, 3), np.uint8), return_belief=True)
     geo = cfg.make_preprocessor().geometry((1280, 720))
     expect = geo.to_raw(np.asarray(xy_out) * 4)
@@ -52,11 +56,10 @@ def test_uv_in_raw_pixels_and_padding_rejected():
 
 def test_resize_mode_mapping_and_threshold_override():
     cfg = config("resize")
-    det = KeypointDetector((FixedMaps([[20.0, 15.0]] * 3, (80, 60)), cfg), device="cpu")
+    det = torch_detector((FixedMaps([[20.0, 15.0]] * 3, (80, 60)), cfg))
     out = det.detect(np.zeros((480, 640, 3), np.uint8))
     np.testing.assert_allclose(out.uv, [[160.0, 120.0]] * 3, atol=0.2)
-    strict = KeypointDetector((FixedMaps([[20.0, 15.0]] * 3, (80, 60)), cfg), device="cpu",
-                              threshold=0.5)
+    strict = torch_detector((FixedMaps([[20.0, 15.0]] * 3, (80, 60)), cfg), threshold=0.5)
     assert not strict.detect(np.zeros((480, 640, 3), np.uint8)).detected.any()
 
 
@@ -65,8 +68,10 @@ def test_real_network_batch_equals_single(tmp_path):
     net = build_network("dream_tiny_s4", 3)
     cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", input_size=(128, 96))
     path = save_model(tmp_path / "m.pt", net, cfg, fp16=False)
-    det = KeypointDetector(str(path), device="auto")
+    det = KeypointDetector(str(path), device="auto", backend="torch")
     assert det.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    auto = KeypointDetector(str(path), onnx_cache_dir=tmp_path)
+    assert auto.backend == ("torch" if torch.cuda.is_available() else "onnx")
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for w, h in [(640, 480), (300, 200)]]
     batch = det.detect_batch(imgs, return_belief=True)
@@ -84,7 +89,7 @@ def test_onnx_backend_matches_torch(tmp_path):
     net(torch.randn(4, 3, 96, 128))   # non-trivial BatchNorm statistics
     cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_lite_s4", input_size=(128, 96))
     img = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    a = KeypointDetector((net, cfg), device="cpu").detect(img, return_belief=True)
+    a = torch_detector((net, cfg)).detect(img, return_belief=True)
     b = KeypointDetector((net, cfg), backend="onnx", onnx_cache_dir=tmp_path).detect(
         img, return_belief=True)
     assert list(tmp_path.glob("*.onnx"))
@@ -100,9 +105,9 @@ def test_errors():
         KeypointDetector((net, cfg), bogus=1)
     with pytest.raises(ConfigError):
         pick_device("nonsense")
-    det = KeypointDetector((net, cfg), device="cpu")
+    det = torch_detector((net, cfg))
     with pytest.raises(InputError):
         det.detect(np.zeros((10, 10), np.uint8))
-    wrong = KeypointDetector((FixedMaps([[1.0, 1.0]] * 2, (80, 60)), cfg), device="cpu")
+    wrong = torch_detector((FixedMaps([[1.0, 1.0]] * 2, (80, 60)), cfg))
     with pytest.raises(ConfigError, match="keypoints"):
         wrong.detect(np.zeros((48, 64, 3), np.uint8))

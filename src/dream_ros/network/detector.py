@@ -20,7 +20,7 @@ from dream_ros.network.model_file import ModelConfig, load_model
 from dream_ros.network.preprocess import Geometry
 from dream_ros.types import Detections
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def pick_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -36,19 +36,29 @@ def pick_device(device: Union[str, torch.device] = "auto") -> torch.device:
     return dev
 
 
+def _have_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 class KeypointDetector:
     """Detect the model's keypoints in RGB images.
 
     model: a model file path, a robot name (its shipped default) or DREAM .pth, or a
     ``(net, ModelConfig)`` pair. backend "onnx" runs on the CPU with ONNX Runtime (exported once,
-    cached under ``onnx_cache_dir`` or the temp dir). Codec overrides (threshold, ambiguity,
+    cached under ``onnx_cache_dir`` or the temp dir); "auto" picks ONNX Runtime for our
+    architectures on the CPU (2-3x faster than eager torch here, scripts/bench_network.py) and
+    torch otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold, ambiguity,
     peak_offset ...) replace the model's peak-extraction parameters. num_threads, when given,
     sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
     the CPU (measured faster for ours), off on CUDA.
     """
 
     def __init__(self, model: Union[str, Path, Tuple[nn.Module, ModelConfig]],
-                 device: Union[str, torch.device] = "auto", backend: str = "torch",
+                 device: Union[str, torch.device] = "auto", backend: str = "auto",
                  threshold: Optional[float] = None, ambiguity: Optional[float] = None,
                  num_threads: Optional[int] = None, channels_last: Optional[bool] = None,
                  onnx_cache_dir: Optional[Union[str, Path]] = None, **codec_overrides):
@@ -74,6 +84,10 @@ class KeypointDetector:
         if unknown:
             raise ConfigError(f"unknown detector options {sorted(unknown)}")
         self.codec = dataclasses.replace(config.make_codec(), **overrides)
+        if backend == "auto":
+            backend = "onnx" if (pick_device(device).type == "cpu" and not config.is_dream
+                                 and self.preprocessor.mode != "none" and _have_onnxruntime()
+                                 ) else "torch"
         self.backend = backend
         self.device = torch.device("cpu") if backend == "onnx" else pick_device(device)
         self.channels_last = (self.device.type == "cpu") if channels_last is None else channels_last
