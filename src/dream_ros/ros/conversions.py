@@ -43,6 +43,15 @@ def _payload(data) -> np.ndarray:
 
 def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> HxWx3 uint8 RGB (a new array the caller may keep)."""
+    try:
+        return _image_to_rgb(msg)
+    except cv2.error as exc:   # safety net: OpenCV's refusal of an odd input is still bad input
+        raise InputError("cannot convert %s image %dx%d: %s" % (
+            getattr(msg, "encoding", "?"), int(msg.width), int(msg.height),
+            str(exc).strip().splitlines()[-1]))
+
+
+def _image_to_rgb(msg) -> np.ndarray:
     enc = str(getattr(msg, "encoding", "") or "")
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
@@ -54,6 +63,8 @@ def image_to_rgb(msg) -> np.ndarray:
         ch, dtype = 1, np.uint8
     elif lower in _YUV:
         ch, dtype = 2, np.uint8
+        if w % 2:
+            raise InputError("%s image needs an even width, got %d" % (enc, w))
     elif enc in _COLOUR:
         ch, dtype = _COLOUR[enc]
     elif lower in ("16uc1", "32fc1", "16sc1") or "bayer" in lower:
