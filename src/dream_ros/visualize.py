@@ -133,9 +133,11 @@ def calibration_overlay(rgb, detections: Optional[Detections] = None,
     return img
 
 
-def belief_overlay(rgb, belief_maps, alpha: float = 0.55) -> np.ndarray:
+def belief_overlay(rgb, belief_maps, alpha: float = 0.55, map_to_raw=None) -> np.ndarray:
     """The per-pixel max over all keypoints' belief maps, colour-mapped and blended over the
-    image. The maps are stretched to the image size (they cover the network's input view)."""
+    image. ``map_to_raw``: (N,2) belief-map pixels -> raw-image pixels (the detector's
+    preprocessing is affine: resize/crop/letterbox), so the heat lands where the network looked;
+    without it the maps are stretched over the whole image."""
     img = _canvas(rgb)
     maps = np.asarray(belief_maps, dtype=np.float32)
     if maps.ndim == 2:
@@ -144,7 +146,18 @@ def belief_overlay(rgb, belief_maps, alpha: float = 0.55) -> np.ndarray:
         raise InputError("belief maps must be (K, h, w), got shape %s" % (maps.shape,))
     m = np.nan_to_num(maps.max(axis=0), nan=0.0, posinf=0.0, neginf=0.0)
     m = np.clip(m / max(float(m.max()), 1e-6), 0.0, 1.0)
-    m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    size = (img.shape[1], img.shape[0])
+    A = None
+    if map_to_raw is not None:
+        h, w = m.shape
+        src = np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0]])
+        dst = np.asarray(map_to_raw(src), dtype=np.float64).reshape(3, 2)
+        if np.all(np.isfinite(dst)):
+            A = cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32))
+    if A is not None:
+        m = cv2.warpAffine(m, A, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    else:
+        m = cv2.resize(m, size, interpolation=cv2.INTER_LINEAR)
     heat = cv2.cvtColor(cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET),
                         cv2.COLOR_BGR2RGB)
     w = (alpha * m)[..., None]        # weight by belief: the image stays visible where it is low

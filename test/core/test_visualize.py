@@ -76,3 +76,12 @@ def test_non_images_are_refused():
         visualize.draw_detections(np.zeros((10, 10), np.uint8), det([[1, 1], [2, 2]], [1, 1]))
     with pytest.raises(InputError):
         visualize.belief_overlay(IMG, np.zeros((0,)))
+
+
+def test_belief_overlay_follows_the_preprocessing_mapping():
+    maps = np.zeros((1, 60, 80), np.float32)
+    maps[0, 30, 40] = 1.0
+    # A letterbox-like mapping: the maps cover only the left half of the raw image.
+    out = visualize.belief_overlay(IMG, maps, map_to_raw=lambda xy: xy * 2.0)
+    diff = changed(out, IMG)
+    assert diff[55:65, 75:85].any() and not diff[115:125, 155:165].any()

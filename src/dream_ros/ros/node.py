@@ -558,8 +558,20 @@ class DreamNode:
                 float(self.p["overlay_axis_length_m"]))
             self.pub_overlay.publish(rgb_to_image(img, header))
         if self.pub_belief.get_num_connections() > 0 and det.belief_maps is not None:
-            self.pub_belief.publish(rgb_to_image(visualize.belief_overlay(rgb, det.belief_maps),
-                                                 header))
+            self.pub_belief.publish(rgb_to_image(visualize.belief_overlay(
+                rgb, det.belief_maps, map_to_raw=self._belief_mapper(rgb, det.belief_maps)),
+                header))
+
+    def _belief_mapper(self, rgb, maps):
+        """Belief-map px -> raw px through the detector's own preprocessing geometry, when it
+        exposes one (KeypointDetector does); None otherwise (the overlay then stretches)."""
+        pre = getattr(self.detector, "preprocessor", None)
+        codec = getattr(self.detector, "codec", None)
+        if pre is None or codec is None or not hasattr(pre, "geometry"):
+            return None
+        geo = pre.geometry((rgb.shape[1], rgb.shape[0]))
+        out_size = (maps.shape[-1], maps.shape[-2])
+        return lambda xy: geo.to_raw(codec.output_to_input(xy, out_size, geo.input_size))
 
     # ----------------------------------------------------------------------------- services
     def _srv_capture(self, req):
