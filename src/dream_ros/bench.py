@@ -38,6 +38,8 @@ def add_arguments(p) -> None:
                    "'none' to skip)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames per model (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                   help="backend for our model (auto: as the node, ONNX Runtime on the CPU)")
     p.add_argument("--json", action="store_true",
                    help="last line: the full result object (default: the headline figures)")
 
@@ -115,60 +117,69 @@ def _stored_frames(robot):
 
 
 class _Pipeline(object):
-    """One model's processing, stage by stage: preprocess -> network -> peaks -> raw pixels, with
-    the same components the detector uses (Preprocessor, the network, BeliefMapCodec)."""
+    """One model's processing, stage by stage, through the node's KeypointDetector pieces: its
+    preprocessor, its network backend (ONNX Runtime for ours on the CPU, torch for DREAM's), its
+    peak extraction, and the same mapping back to raw pixels."""
 
-    def __init__(self, label: str, net, preprocessor, codec, names: List[str], note: str = ""):
-        import torch
-        self.label, self.net, self.pre, self.codec = label, net.eval(), preprocessor, codec
-        self.input_size = tuple(preprocessor.input_size)
-        self.names, self.note = names, note
+    def __init__(self, label: str, net, config, names: List[str], note: str = "",
+                 backend: str = "auto", threads: int = 2):
+        from .network.detector import KeypointDetector
+        self.label, self.names, self.note = label, names, note
         self.params = sum(p.numel() for p in net.parameters())
-        self.torch = torch
+        self.det = KeypointDetector((net, config), device="cpu", backend=backend,
+                                    num_threads=threads)
+        self.input_size = tuple(config.input_size)
+        self.backend = self.det.backend
 
     def preprocess(self, rgb):
-        x, geometry = self.pre(rgb)
-        return self.torch.from_numpy(x)[None], geometry
+        x, geometry = self.det.preprocessor(rgb)
+        return x[None], geometry
 
     def forward(self, x):
-        with self.torch.inference_mode():
-            out = self.net(x)
-        return out[-1] if isinstance(out, (list, tuple)) else out
+        return self.det.belief_maps(x)
 
     def peaks(self, maps, geometry):
-        import numpy as np
-        m = maps[0].float().numpy()
-        xy_out, scores, detected = self.codec.decode(m)
-        out_size = (m.shape[-1], m.shape[-2])
-        uv = geometry.to_raw(self.codec.output_to_input(xy_out, out_size, self.input_size))
-        uv[~detected] = np.nan
+        codec = self.det.codec
+        xy_out, scores, detected = codec.decode(maps[0])
+        out_size = (maps.shape[-1], maps.shape[-2])
+        uv = geometry.to_raw(codec.output_to_input(xy_out, out_size, geometry.input_size))
+        detected = detected & geometry.inside_raw(uv)
+        uv[~detected] = float("nan")
         return uv, detected
 
 
-def _our_pipeline(model_arg: str, robot) -> _Pipeline:
+def _keypoint_frames(robot) -> List[str]:
+    return [k.link for k in robot.config.keypoints]
+
+
+def _our_pipeline(model_arg: str, robot, backend: str, threads: int) -> _Pipeline:
     from .network.model_file import ModelConfig, load_model
     names = list(robot.keypoint_names)
     try:
         net, cfg = load_model(model_arg)
         note = "trained model %s" % model_arg
     except Exception as exc:   # no shipped model yet: same architecture, random weights
-        frames = [k.link for k in robot.config.keypoints] if hasattr(robot.config, "keypoints") \
-            else names
-        cfg = ModelConfig.for_ours(robot.name, names, frames)
+        cfg = ModelConfig.for_ours(robot.name, names, _keypoint_frames(robot))
         net = cfg.build_network()
         note = "RANDOM weights: model %r not loadable (%s)" % (model_arg, str(exc)[:100])
-    return _Pipeline("ours (%s)" % cfg.arch, net, cfg.make_preprocessor(), cfg.make_codec(),
-                     list(cfg.keypoint_names), note)
+    pipe = _Pipeline("ours (%s)" % cfg.arch, net, cfg, list(cfg.keypoint_names), note, backend,
+                     threads)
+    pipe.note += "; backend %s" % pipe.backend
+    return pipe
 
 
-def _dream_pipeline(arch: str, names: List[str]) -> _Pipeline:
+def _dream_pipeline(arch: str, robot, threads: int) -> _Pipeline:
     from .network.codec import BeliefMapCodec
     from .network.dream_arch import DREAM_DEFAULT_INPUT, build_dream_network, dream_output_size
-    from .network.preprocess import Preprocessor
-    net = build_dream_network(arch, len(names))
-    return _Pipeline("DREAM %s" % arch, net, Preprocessor("resize", DREAM_DEFAULT_INPUT),
-                     BeliefMapCodec.dream(dream_output_size(arch, DREAM_DEFAULT_INPUT)), names,
-                     "random weights, 400x400 resize as DREAM's released configs")
+    from .network.model_file import ModelConfig
+    names = list(robot.keypoint_names)
+    out = dream_output_size(arch, DREAM_DEFAULT_INPUT)
+    cfg = ModelConfig(robot=robot.name, keypoint_names=names, keypoint_frames=_keypoint_frames(robot),
+                      arch=arch, input_size=DREAM_DEFAULT_INPUT, output_size=out,
+                      preprocessing="resize", codec=BeliefMapCodec.dream(out).to_dict(),
+                      source_format="dream")
+    return _Pipeline("DREAM %s" % arch, build_dream_network(arch, len(names)), cfg, names,
+                     "random weights, 400x400 resize as DREAM's released configs", "torch", threads)
 
 
 def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
@@ -278,12 +289,12 @@ def run(args) -> int:
           % (source, torch.__version__, torch.get_num_threads(), os.cpu_count() or 0, load[0]),
           file=out)
     rows = []
-    ours = _our_pipeline(args.model, robot)
+    ours = _our_pipeline(args.model, robot, args.backend, args.threads)
     print("- %s: %s; %d frames" % (ours.label, ours.note, args.frames), file=out)
     out.flush()
     rows.append(_run(ours, robot, stream, args.frames, args.warmup))
     for arch in archs:
-        pipe = _dream_pipeline(arch, names)
+        pipe = _dream_pipeline(arch, robot, args.threads)
         print("- %s: %s; only %d frames (about a second each here)"
               % (pipe.label, pipe.note, args.dream_frames), file=out)
         out.flush()

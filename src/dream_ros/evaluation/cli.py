@@ -34,21 +34,16 @@ def add_arguments(p) -> None:
     p.add_argument("--overlays", type=int, default=4, help="overlay PNGs to write (default 4)")
     p.add_argument("--seed", type=int, default=0, help="noise seed for --noise-px")
     p.add_argument("--device", default="auto", help="network device (auto, cpu, cuda)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="network backend")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                   help="network backend (auto: ONNX Runtime for our nets on the CPU, as the node)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
 
 def _load_detector(args):
-    import torch
-    torch.set_num_threads(max(1, int(args.threads)))
     from ..network.detector import KeypointDetector
-    from ..network.model_file import load_model
-    net, config = load_model(args.model)
-    try:
-        det = KeypointDetector((net, config), device=args.device, backend=args.backend)
-    except TypeError:
-        det = KeypointDetector(args.model, device=args.device, backend=args.backend)
-    return det, config
+    det = KeypointDetector(args.model, device=args.device, backend=args.backend,
+                           num_threads=max(1, int(args.threads)))
+    return det, det.config
 
 
 def _fmt(v, spec="%.4f"):
