@@ -38,11 +38,19 @@ if [ "${GUI:-0}" = "1" ]; then
   if [ -z "$DISPLAY" ]; then
     say "GUI=1 but no DISPLAY: running headless"
   else
-    URDF_FILE=$(python -c "from dream_ros.robot_config import load_robot_config as l; print(l('panda').urdf_path)")
-    # rviz resolves the meshes' package://example-robot-data/ URIs through ROS_PACKAGE_PATH.
-    PKG_SHARE=$(dirname "$(python -c "from dream_ros.resources import find_package_dir as f; print(f('example-robot-data'))")")
-    export ROS_PACKAGE_PATH="$ROS_PACKAGE_PATH:$PKG_SHARE"
-    GUI_ARGS=("gui:=true" "urdf_file:=$URDF_FILE")
+    # rviz cannot resolve the pip-installed meshes' package:// URIs (no such ROS package): give it
+    # a copy of the URDF with file:// URIs instead.
+    python - "$OUT/robot_description.urdf" <<'PY'
+import re, sys
+from dream_ros.resources import find_package_dir
+from dream_ros.robot_config import load_robot_config
+text = load_robot_config("panda").urdf_path.read_text()
+def to_file(m):
+    d = find_package_dir(m.group(1))
+    return "file://%s/" % d if d else m.group(0)
+open(sys.argv[1], "w").write(re.sub(r"package://([^/]+)/", to_file, text))
+PY
+    GUI_ARGS=("gui:=true" "urdf_file:=$OUT/robot_description.urdf")
   fi
 fi
 
