@@ -145,10 +145,36 @@ class Calibrator:
         self.gates = gates if gates is not None else Gates(**gate_values)
         self.solver_options = dict(solver_options or {})
         self.pnp_options = dict(pnp_options or {})
+        self._check_options()
         self._solver = None
         self._solver_K = None
         self._frozen: Optional[PoseEstimate] = None   # the converged estimate (static mode)
         self._index = None                            # detection order -> robot keypoint order
+
+    def _check_options(self) -> None:
+        """Unknown/invalid solver options fail here, at start-up, not on every frame."""
+        import inspect
+        from .pnp import solve_pnp
+        params = inspect.signature(solve_pnp).parameters
+        fixed = {"points_3d", "points_2d", "K", "dist"}
+        unknown = sorted(set(self.pnp_options) - (set(params) - fixed))
+        if unknown:
+            raise ConfigError("unknown PnP option(s) %s; valid: %s"
+                              % (", ".join(unknown), ", ".join(sorted(set(params) - fixed))))
+        if self.mode == "static":
+            from .multiframe import MultiFrameSolver
+            own = set(inspect.signature(MultiFrameSolver.__init__).parameters) - {"self", "K"}
+            valid = (own | set(params)) - fixed - {"pnp_options"}
+            unknown = sorted(set(self.solver_options) - valid)
+            if unknown:
+                raise ConfigError("unknown multi-frame solver option(s) %s; valid: %s"
+                                  % (", ".join(unknown), ", ".join(sorted(valid))))
+            try:
+                MultiFrameSolver(np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]]),
+                                 **self.solver_options)
+            except (TypeError, InputError) as exc:
+                raise ConfigError("multi-frame solver options %s: %s"
+                                  % (self.solver_options, exc))
 
     # -- state ---------------------------------------------------------------------------------
     @property

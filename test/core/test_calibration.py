@@ -163,6 +163,13 @@ def test_bad_inputs_raise_documented_errors(robot):
         Calibrator(robot, fake, mode="sometimes")
     with pytest.raises(ConfigError):
         Calibrator(robot, fake, min_keypoints=3)
+    with pytest.raises(ConfigError, match="unknown PnP option"):
+        Calibrator(robot, fake, pnp_options={"ransac_px": 3})
+    pytest.importorskip("dream_ros.multiframe")
+    with pytest.raises(ConfigError, match="unknown multi-frame solver option"):
+        Calibrator(robot, fake, mode="static", solver_options={"min_frame": 3})
+    with pytest.raises(ConfigError, match="multi-frame solver options"):
+        Calibrator(robot, fake, mode="static", solver_options={"min_frames": 0})
 
 
 def test_model_for_another_robot_is_a_config_error(robot):
