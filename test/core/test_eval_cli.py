@@ -198,3 +198,28 @@ def test_detector_keypoints_are_reordered_by_name(cm_dataset):
         np.testing.assert_allclose(r.uv_pred[:-1], fr.uv_gt[:-1])
         assert np.all(np.isnan(r.uv_pred[-1]))
         assert r.estimate.ok and r.add_m < 1e-6
+
+
+def test_model_path_with_a_random_network_counts_missed_keypoints(cm_dataset, tmp_path, capsys):
+    """A network that finds nothing: every in-frame keypoint a miss, every viable frame failed."""
+    import torch
+    from dream_ros.network.model_file import ModelConfig, save_model
+    robot = RobotModel.load("panda")
+    cfg = ModelConfig.for_ours("panda", robot.keypoint_names,
+                               [k.link for k in robot.config.keypoints], arch="dream_tiny_s4")
+    net = cfg.build_network()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()                      # all-zero belief maps: no peak anywhere
+    model = save_model(tmp_path / "zero.pt", net, cfg)
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(model), "--data", str(cm_dataset), "--out", str(out),
+                 "--backend", "torch", "--overlays", "1"]) == 0
+    s, _ = _last_json(capsys)
+    assert s["frames"] == 6 and s["detected_fraction"] == 0.0
+    assert s["pck_auc"] == 0.0 and s["add_auc"] == 0.0 and s["add_mean_m"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "model" and summary["add"]["num_failed_viable"] == 5
+    recs = R.read_results(out / "results.jsonl")
+    assert all(r["status"].startswith("too_few_points") for r in recs)
+    assert len(list(out.glob("overlay_*.png"))) == 1
