@@ -3,7 +3,7 @@
 # Panda move from a pose dream_node does not know; dream_node (static mode, shipped model)
 # calibrates it; demo_monitor prints each estimate's error against the simulated truth, saves the
 # calibration YAML and overlay PNGs to out/demo/ and exits 0 only if the converged error is within
-# the bound (30 mm, 3 deg; see README). Headless unless GUI=1 (rviz).
+# the bound (30 mm, 2 deg: see src/dream_ros/ros/demo_monitor.py). Headless unless GUI=1 (rviz).
 #
 # Environment: GUI=1, DEMO_OUT (default out/demo), DEMO_MODEL (default: the robot's shipped model),
 # DEMO_TIMEOUT (seconds to wait for convergence, default 110), DEMO_MAX_MM, DEMO_MAX_DEG,
