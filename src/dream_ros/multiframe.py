@@ -21,6 +21,7 @@ max_spread_rotation_deg.
 """
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from typing import Deque, List, Optional
 
@@ -77,7 +78,15 @@ def _angles_deg(Rs: np.ndarray, R: np.ndarray) -> np.ndarray:
 
 
 class MultiFrameSolver(object):
-    """Incremental joint camera_T_base over the frames of a static camera (module docstring)."""
+    """Incremental joint camera_T_base over the frames of a static camera (module docstring).
+
+    K, dist: camera intrinsics (dist: OpenCV coefficients or None). max_frames: history bound.
+    robust, ransac_reprojection_px and **pnp_options: passed to the single-frame ``solve_pnp``.
+    loss, loss_scale_px: scipy least_squares robust loss for the re-solve from scratch.
+    point_gate_px (default ransac_reprojection_px), frame_gate_px, frame_gate_factor: gating.
+    min_frames, converge_window, converge_*, max_spread_*: the convergence test.
+    sigma_floor_px: as in solve_pnp, for the joint covariance.
+    """
 
     def __init__(self, K, dist=None, max_frames: int = 300, robust: bool = True,
                  ransac_reprojection_px: float = 10.0, loss: str = "soft_l1",
@@ -106,6 +115,9 @@ class MultiFrameSolver(object):
         self.max_spread_translation_m = float(max_spread_translation_m)
         self.max_spread_rotation_deg = float(max_spread_rotation_deg)
         self.sigma_floor_px = float(sigma_floor_px)
+        unknown = sorted(set(pnp_options) - set(inspect.signature(solve_pnp).parameters))
+        if unknown:
+            raise InputError("unknown MultiFrameSolver/solve_pnp options: %s" % ", ".join(unknown))
         self.pnp_options = dict(pnp_options)
         self.reset()
 

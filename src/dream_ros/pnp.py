@@ -208,9 +208,11 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
 
     points_3d (N, 3) base frame, points_2d (N, 2) raw pixels with NaN rows for missing keypoints,
     K (3, 3), dist OpenCV distortion coefficients or None.
-    robust: RANSAC with ``ransac_reprojection_px`` so wrong keypoints are rejected; after the LM
-    refinement a point is an inlier when its reprojection error is below ``inlier_px`` (defaults
-    to ransac_reprojection_px). Non-robust: every present point is used.
+    robust: wrong keypoints are rejected (all-points, leave-one-out and RANSAC hypotheses ranked
+    by MSAC cost with threshold ``ransac_reprojection_px``; RANSAC runs ``ransac_iterations`` at
+    ``ransac_confidence``); after the LM refinement a point is an inlier when its reprojection
+    error is below ``inlier_px`` (default: ransac_reprojection_px). Non-robust: EPnP/SQPnP + LM
+    on every present point.
     min_image_extent_px: the present points must span at least this many pixels.
     collinear_tolerance: points whose minor spread is below this fraction of their major spread
     (3D, or 2D for a degenerate view) are collinear.

@@ -155,6 +155,9 @@ def test_bad_input():
         MultiFrameSolver(np.diag([-1.0, 600.0, 1.0]))
     with pytest.raises(InputError, match="loss"):
         MultiFrameSolver(K, loss="l3")
+    with pytest.raises(InputError, match="ransac_iters"):
+        MultiFrameSolver(K, ransac_iters=5)
+    assert MultiFrameSolver(K, ransac_iterations=50, min_image_extent_px=4.0).pnp_options
     solver = MultiFrameSolver(K)
     with pytest.raises(InputError, match="rows"):
         solver.add_frame(np.zeros((7, 3)), np.zeros((6, 2)))
