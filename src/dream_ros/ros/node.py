@@ -389,7 +389,9 @@ class DreamNode:
             publish = self.p["publish_tf"] and (not static or stage == STAGE_CONVERGED
                                                 or self.p["publish_unconverged"])
             if publish:
-                base_T_child = self._publish_tf(est.camera_T_base, stamp)
+                # static mode: the timer broadcasts (one stamp sequence on /tf); here we only
+                # check the target frame, so a conflict is still reported per frame.
+                base_T_child = self._publish_tf(est.camera_T_base, stamp, send=not static)
                 if base_T_child is None:     # would give a frame a second parent: say so
                     return self._reject("tf_conflict", self._tf_problem, header, stamp, est=est,
                                         detected=det.num_detected)
@@ -473,15 +475,17 @@ class DreamNode:
         self.pub_pose.publish(msg)
 
     # --------------------------------------------------------------------------------- TF
-    def _publish_tf(self, camera_T_base, stamp):
+    def _publish_tf(self, camera_T_base, stamp, send: bool = True):
         target = self._resolve_tf_target()
         if target is None:
             self._log("error", "tf_conflict_detail", self._tf_problem)
             return None
         child, child_T_optical = target
         base_T_child = frames.invert(camera_T_base) @ frames.invert(child_T_optical)
-        self._ours.add((child, self.base_frame))
-        self.tf_pub.sendTransform(transform_stamped(base_T_child, self.base_frame, child, stamp))
+        if send:
+            self._ours.add((child, self.base_frame))
+            self.tf_pub.sendTransform(transform_stamped(base_T_child, self.base_frame, child,
+                                                        stamp))
         return base_T_child
 
     def _resolve_tf_target(self):
