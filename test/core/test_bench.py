@@ -33,8 +33,11 @@ def test_bench_reports_stages_and_ratio_to_vgg_q(capsys):
         assert m["stages_ms"]["e2e"]["median"] == pytest.approx(parts, rel=1e-6)
         assert m["peak_rss_mb"] > 0 and m["frames"] >= 1
     assert m["params"] == 22220615                       # DREAM VGG-Q, as in dream-compat.md
+    node = res["models"][0]["node_path"]                 # the node's own call, as a cross-check
+    assert node["frames"] == 2 and node["median"] > 0 and res["default_node_path_fps"] > 0
     text = "\n".join(lines)
     assert "PnP" in text and "throughput vs VGG-Q" in text and "load average" in text
+    assert "Calibrator.process" in text
 
 
 def test_bench_without_dream_has_null_ratio(capsys):
