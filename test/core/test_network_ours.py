@@ -33,22 +33,14 @@ def test_default_input_and_channels_last_agree():
     torch.testing.assert_close(a, b.contiguous(), rtol=1e-4, atol=1e-5)
 
 
-def test_output_is_linear_and_trainable_towards_target():
-    # no sigmoid: after a few steps the net can output values below 0 and above 1
-    torch.manual_seed(0)
-    net = build_network("dream_tiny_s4", 1)
-    x = torch.randn(2, 3, 64, 64)
-    target = torch.full((2, 1, 16, 16), -2.0)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    first = None
-    for _ in range(30):
-        loss = (net(x) - target).pow(2).mean()
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5 * first
-    assert net.eval()(x).max() < 0
+def test_output_is_linear():
+    # no sigmoid or clamp: the last layer's bias moves the output anywhere, below 0 and above 1
+    net = build_network("dream_tiny_s4", 2).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for bias in (-2.0, 5.0):
+            net.head[-1].bias.fill_(bias)
+            assert torch.allclose(net(x), torch.full((1, 2, 16, 16), bias), atol=0.5)
 
 
 def test_bad_arguments():
