@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.integrate import trapezoid  # numpy.trapz/trapezoid differ by NumPy version; scipy has both
 
 from ..errors import InputError
 
@@ -25,6 +24,9 @@ PCK_STEP_PX = 0.01
 ADD_MAX_M = 0.1
 ADD_STEP_M = 1e-5
 MIN_VIABLE_KEYPOINTS = 4
+
+# NumPy 2 renamed trapz to trapezoid (same rule); old NumPy (ROS Noetic's 1.17) has only trapz.
+trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
 
 def _as_uv(uv, what: str) -> np.ndarray:
