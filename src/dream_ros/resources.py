@@ -4,7 +4,8 @@
 1. packages installed from PyPI with a cmeel prefix (example-robot-data installs its robots under
    ``site-packages/cmeel.prefix/share/example-robot-data``);
 2. ROS packages on ROS_PACKAGE_PATH (through rospkg when it is importable);
-3. directories listed in DREAM_ROS_PACKAGE_PATH (``:``-separated), holding NAME/ sub-folders.
+3. directories listed in DREAM_ROS_PACKAGE_PATH (``:``-separated), holding NAME/ sub-folders;
+4. Python packages shipping data in site-packages/NAME (e.g. ``package://pybullet_data/...``).
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def find_package_dir(name: str) -> Optional[Path]:
     for d in os.environ.get("DREAM_ROS_PACKAGE_PATH", "").split(":"):
         if d and (Path(d) / name).is_dir():
             return Path(d) / name
+    for d in _site_dirs():   # Python packages that ship robot data as package dirs (pybullet_data)
+        if d.name in ("site-packages", "dist-packages") and (d / name).is_dir():
+            return d / name
     try:
         import rospkg  # optional: only present with ROS
         return Path(rospkg.RosPack().get_path(name))

@@ -168,6 +168,7 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
     spec.modelname = config.name
     spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_FALSE
     spec.compiler.autolimits = True
+    spec.compiler.degree = False                # URDF joint limits are radians
     spec.visual.global_.offwidth = int(max_width)
     spec.visual.global_.offheight = int(max_height)
     spec.visual.quality.offsamples = 0          # no MSAA: 2.5x cheaper; edges softened at compositing
@@ -201,8 +202,7 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
                 gname = "%s/v%d_%d" % (link.name, vi, gi)
                 if kind == "mesh":
                     mname = "m:" + gname
-                    spec.add_mesh(name=mname, uservert=payload.vertices.reshape(-1).tolist(),
-                                  userface=payload.faces.reshape(-1).tolist())
+                    _add_mesh(spec, mname, payload)
                     body.add_geom(name=gname, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=mname,
                                   rgba=prgba, group=VISUAL_GROUP, contype=0, conaffinity=0)
                 else:
@@ -217,8 +217,7 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
                 gname = "%s/c%d_%d" % (link.name, ci, gi)
                 if kind == "mesh":
                     mname = "m:" + gname
-                    spec.add_mesh(name=mname, uservert=payload.vertices.reshape(-1).tolist(),
-                                  userface=payload.faces.reshape(-1).tolist())
+                    _add_mesh(spec, mname, payload)
                     body.add_geom(name=gname, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=mname,
                                   group=COLLISION_GROUP, contype=1, conaffinity=1, rgba=[1, 0, 0, 0])
                 else:
@@ -227,7 +226,7 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
                                   contype=1, conaffinity=1, rgba=[1, 0, 0, 0])
 
     def add_body(parent_body, link_name, T_parent_link, joint=None):
-        body = parent_body.add_body(name=link_name, pos=T_parent_link[:3, 3],
+        body = parent_body.add_body(name=body_name(link_name), pos=T_parent_link[:3, 3],
                                     quat=_quat_wxyz(T_parent_link[:3, :3]), mass=0.1,
                                     inertia=[1e-3, 1e-3, 1e-3])
         if joint is not None and joint.type in ("revolute", "continuous", "prismatic"):
@@ -271,10 +270,22 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
         for kp in config.keypoints:
             if kp.link not in links:
                 continue
-            b = spec.body(kp.link)
+            b = spec.body(body_name(kp.link))
             b.add_geom(name="marker:" + kp.name, type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.012, 0, 0],
                        pos=kp.offset, group=MARKER_GROUP, contype=0, conaffinity=0, rgba=[1, 0, 1, 1])
     return spec, info
+
+
+def _add_mesh(spec, name, part: SubMesh):
+    mujoco = _mj()
+    mesh = spec.add_mesh(name=name, uservert=part.vertices.reshape(-1).tolist(),
+                         userface=part.faces.reshape(-1).tolist())
+    mesh.inertia = mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL   # flat visual meshes have no volume
+
+
+def body_name(link: str) -> str:
+    """MuJoCo body name of a URDF link ("world" is reserved for MuJoCo's own world body)."""
+    return "urdf_world" if link == "world" else link
 
 
 def _visual_parts(geometry, T, rgba, urdf_path):
@@ -285,10 +296,12 @@ def _visual_parts(geometry, T, rgba, urdf_path):
     out = []
     if isinstance(geometry, U.Mesh):
         path = resolve_uri(geometry.filename, relative_to=urdf_path.parent)
+        # COLLADA files carry their own (usually better) materials; STL/OBJ take the URDF colour
+        own = path.suffix.lower() == ".dae"
         for p in load_mesh_parts(path, geometry.scale, rgba if rgba is not None else [0.7, 0.7, 0.7, 1]):
             v = p.vertices @ T[:3, :3].T + T[:3, 3]
-            out.append(("mesh", SubMesh(v, p.faces, p.rgba), p.rgba if rgba is None or _is_default(rgba)
-                        else _prefer(p.rgba, rgba), T))
+            use = p.rgba if (own or rgba is None or _is_default(rgba)) else rgba
+            out.append(("mesh", SubMesh(v, p.faces, p.rgba), np.asarray(use, float), T))
     elif isinstance(geometry, U.Box):
         out.append((mujoco.mjtGeom.mjGEOM_BOX, [s / 2.0 for s in geometry.size], rgba, T))
     elif isinstance(geometry, U.Cylinder):
@@ -302,11 +315,6 @@ def _is_default(rgba) -> bool:
     return np.allclose(rgba, [0.7, 0.7, 0.7, 1.0])
 
 
-def _prefer(mesh_rgba, urdf_rgba):
-    # A DAE carries its own materials (usually the better ones); STL/OBJ without colour get the URDF's.
-    return mesh_rgba if not _is_default(mesh_rgba) else urdf_rgba
-
-
 class RobotScene:
     """A compiled robot scene: set joints, read keypoints, place the camera, lights, colours."""
 
@@ -315,9 +323,9 @@ class RobotScene:
         mujoco = _mj()
         self.config = robot if isinstance(robot, RobotConfig) else load_robot_config(robot)
         spec, self.info = build_spec(self.config, n_distractors, markers, max_width, max_height)
-        self._exclude_resting_contacts(spec)
         self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
+        self._ignored = self._artefact_pairs()
         m = self.model
         self.cam_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "cam")
         self.joint_names = list(self.info.joints)
@@ -330,13 +338,13 @@ class RobotScene:
                                   % (self.config.name, n, self.config.urdf_path))
         self.kp_body = []
         for kp in self.config.keypoints:
-            bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, kp.link)
+            bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body_name(kp.link))
             if bid < 0:
                 raise ConfigError("robot %s: keypoint %r link %r not in the URDF"
                                   % (self.config.name, kp.name, kp.link))
             self.kp_body.append(bid)
         self.kp_offset = np.stack([kp.offset for kp in self.config.keypoints])
-        self.base_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.config.base_frame)
+        self.base_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body_name(self.config.base_frame))
         if self.base_body < 0:
             raise ConfigError("robot %s: base_frame %r not in the URDF" % (self.config.name,
                                                                              self.config.base_frame))
@@ -356,33 +364,57 @@ class RobotScene:
         self.set_joints({})
 
     # -- collision filtering --------------------------------------------------------------------
-    def _exclude_resting_contacts(self, spec):
-        """Exclude body pairs whose collision meshes already touch at the zero/mid-range pose:
-        these are coarse-mesh contacts of neighbouring links, not real self-collisions."""
+    def _artefact_pairs(self) -> np.ndarray:
+        """Signatures (b1 * 2**16 + b2, b1 < b2) of body pairs whose contacts are not real
+        self-collisions: MuJoCo collides convex hulls of the collision meshes, which overlap for
+        neighbouring links. Filtered in ``in_collision`` (MuJoCo's own <exclude> works on weld
+        groups, which would also drop the floor test for links welded to the world)."""
         mujoco = _mj()
-        m = spec.compile()
-        d = mujoco.MjData(m)
+        m, d = self.model, mujoco.MjData(self.model)
         pairs = set()
-        for mode in ("zero", "mid"):
-            d.qpos[:] = 0.0
-            if mode == "mid":
-                for j in range(m.njnt):
-                    lo, hi = m.jnt_range[j]
-                    d.qpos[m.jnt_qposadr[j]] = 0.5 * (lo + hi)
+
+        def contact_pairs():
             mujoco.mj_kinematics(m, d)
             mujoco.mj_collision(m, d)
+            out = set()
             for c in d.contact[:d.ncon]:
                 b1, b2 = m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]
-                if b1 != 0 and b2 != 0:
-                    pairs.add((min(b1, b2), max(b1, b2)))
-        # grand-parent/child pairs of a chain touch constantly with convex hulls
+                if b1 != 0 and b2 != 0 and c.dist < -1e-4:
+                    out.add((min(b1, b2), max(b1, b2)))
+            return out
+
+        # touching at the zero and mid-range poses
+        lo, hi = m.jnt_range[:, 0], m.jnt_range[:, 1]
+        for q in (np.zeros(m.njnt), 0.5 * (lo + hi)):
+            d.qpos[m.jnt_qposadr] = q
+            pairs |= contact_pairs()
+        # Bodies rigidly attached (fixed joints) form one group; groups one or two moving joints
+        # apart touch constantly through their hulls.
+        group = list(range(m.nbody))
         for b in range(1, m.nbody):
             p = m.body_parentid[b]
-            gp = m.body_parentid[p]
-            if gp > 0:
-                pairs.add((min(b, gp), max(b, gp)))
-        for b1, b2 in sorted(pairs):
-            spec.add_exclude(bodyname1=m.body(b1).name, bodyname2=m.body(b2).name)
+            if m.body_jntnum[b] == 0 and p != 0:
+                group[b] = group[p]
+
+        def up(g):   # the moving group above group g (0 for the world)
+            return group[m.body_parentid[g]] if g != 0 else 0
+
+        for b1 in range(1, m.nbody):
+            for b2 in range(b1 + 1, m.nbody):
+                g1, g2 = group[b1], group[b2]
+                if g1 == g2 or g1 in (up(g2), up(up(g2))) or g2 in (up(g1), up(up(g1))):
+                    pairs.add((b1, b2))
+        # touching in most random poses (e.g. Baxter's long forearm hull covers its wrist);
+        # a fixed seed makes this the same on every run
+        rng = np.random.default_rng(0)
+        counts: Dict[Tuple[int, int], int] = {}
+        n_samples = 200
+        for _ in range(n_samples):
+            d.qpos[m.jnt_qposadr] = rng.uniform(lo, hi)
+            for pr in contact_pairs():
+                counts[pr] = counts.get(pr, 0) + 1
+        pairs.update(pr for pr, c in counts.items() if c > 0.4 * n_samples)
+        return np.array(sorted(b1 * 65536 + b2 for b1, b2 in pairs), dtype=np.int64)
 
     # -- state -----------------------------------------------------------------------------------
     def joint_limits(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -415,8 +447,16 @@ class RobotScene:
     def in_collision(self) -> bool:
         """Self-collision or a link through the floor at the current pose (after set_joints)."""
         mujoco = _mj()
-        mujoco.mj_collision(self.model, self.data)
-        return bool(self.data.ncon > 0 and np.any(self.data.contact.dist[:self.data.ncon] < -1e-4))
+        m, d = self.model, self.data
+        mujoco.mj_collision(m, d)
+        n = d.ncon
+        if n == 0:
+            return False
+        con = d.contact
+        deep = con.dist[:n] < -1e-4
+        b1, b2 = m.geom_bodyid[con.geom1[:n]], m.geom_bodyid[con.geom2[:n]]
+        sig = np.minimum(b1, b2).astype(np.int64) * 65536 + np.maximum(b1, b2)
+        return bool(np.any(deep & ~np.isin(sig, self._ignored)))
 
     def world_T_base(self) -> np.ndarray:
         T = np.eye(4)
