@@ -238,6 +238,40 @@ class OfflineCalibration:
         return any(dt > tol_m or dr > tol_deg for dt, dr in errors)
 
 
+class MaskScore:
+    """Scores poses on frames that come with a robot mask (no ground-truth pose needed): the
+    intersection over union between the mask and the robot rendered at the estimated pose, at
+    the frame's joint angles. Masks are kept bit-packed until the multi-frame pose is known."""
+
+    def __init__(self, robot):
+        self.robot = robot
+        self._renderers = {}
+        self.frames = []       # (name, joints, K, packed mask, shape)
+
+    def add(self, frame) -> None:
+        self.frames.append((frame.name, frame.joints, np.asarray(frame.K, float),
+                            np.packbits(frame.mask), frame.mask.shape))
+
+    def _render_mask(self, joints, T, K, shape) -> np.ndarray:
+        from .synth.render import RobotRenderer
+        h, w = shape
+        if (w, h) not in self._renderers:
+            self._renderers[(w, h)] = RobotRenderer(self.robot.config, w, h)
+        _, labels = self._renderers[(w, h)].render(joints, T, K, return_labels=True)
+        return labels.mask == 1
+
+    def iou(self, index: int, T) -> float:
+        _, joints, K, packed, shape = self.frames[index]
+        mask = np.unpackbits(packed)[:shape[0] * shape[1]].reshape(shape).astype(bool)
+        rendered = self._render_mask(joints, np.asarray(T, float), K, shape)
+        union = np.count_nonzero(mask | rendered)
+        return float(np.count_nonzero(mask & rendered) / union) if union else 0.0
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+
+
 def _overlay(frame, det, est, pts, multi_T, K) -> np.ndarray:
     from .visualize import calibration_overlay, draw_reprojections
     lines = ["%s  %s" % (frame.name, "ok" if est.ok else est.status)]
@@ -314,6 +348,7 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
     kept = []        # frames to draw overlays for once the multi-frame estimate is known
     statuses: Counter = Counter()
     records = []
+    masks = None
     writer = JsonLinesWriter(out / "results.jsonl")
     try:
         for i, frame in enumerate(tqdm(source, total=total, desc="calibrate", unit="frame",
@@ -322,6 +357,11 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
                 break
             det, est, pts = offline.process(frame)
             extra = {"stamp": frame.stamp} if frame.stamp is not None else None
+            if frame.mask is not None and frame.joints is not None:
+                masks = masks or MaskScore(robot)
+                masks.add(frame)
+                if est.ok:
+                    extra = dict(extra or {}, mask_iou=masks.iou(-1, est.camera_T_base))
             rec = frame_record(frame.name, det, est, frame.camera_T_base_true, extra)
             writer.write(rec)
             records.append(rec)
@@ -370,6 +410,15 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
     else:
         summary["multiframe"] = ("none: %s" % multi.reason) if multi is not None else \
             "none: no frame was accepted"
+    if masks is not None:
+        single = [r["mask_iou"] for r in records if r.get("mask_iou") is not None]
+        summary["mask_iou"] = {"frames_with_mask": len(masks.frames),
+                               "single_frame_median": float(np.median(single)) if single else None}
+        if isinstance(summary["multiframe"], dict):
+            ious = {f[0]: masks.iou(i, multi.camera_T_base) for i, f in enumerate(masks.frames)}
+            summary["mask_iou"]["multiframe_median"] = float(np.median(list(ious.values())))
+            summary["mask_iou"]["multiframe_per_frame"] = ious
+        masks.close()
     errs = [(r["error_translation_m"], r["error_rotation_deg"]) for r in records
             if "error_translation_m" in r]
     if errs:
@@ -395,7 +444,7 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
 def print_summary(records: List[dict], summary: dict) -> None:
     from .frames import invert
     print("\n%-12s %-18s %3s %6s  %-23s %s" % ("frame", "status", "kp", "rms px",
-                                              "camera xyz in base (m)", "error vs truth"))
+                                              "camera xyz in base (m)", "error vs truth / mask IoU"))
     for r in records:
         pos = ""
         if r["camera_T_base"] is not None:
@@ -403,6 +452,8 @@ def print_summary(records: List[dict], summary: dict) -> None:
         err = ""
         if "error_translation_m" in r:
             err = "%.1f mm %.2f deg" % (1000 * r["error_translation_m"], r["error_rotation_deg"])
+        elif r.get("mask_iou") is not None:
+            err = "mask IoU %.3f" % r["mask_iou"]
         rms = r["reprojection_error_px"]
         print("%-12s %-18s %3s %6s  %-23s %s" % (
             r["frame"][:12], "ok" if r["status"] == "ok" else r["status"].split(":")[0][:18],
@@ -430,6 +481,13 @@ def print_summary(records: List[dict], summary: dict) -> None:
         e = summary["single_frame_error_vs_truth"]
         print("single-frame error vs truth: median %.1f mm, %.2f deg"
               % (1000 * e["median_translation_m"], e["median_rotation_deg"]))
+    if "mask_iou" in summary:
+        m = summary["mask_iou"]
+        print("robot mask IoU (rendered at the estimate vs. the given masks, %d frames): single-frame "
+              "median %s, multi-frame median %s" % (
+                  m["frames_with_mask"], "-" if m["single_frame_median"] is None
+                  else "%.3f" % m["single_frame_median"],
+                  "%.3f" % m["multiframe_median"] if "multiframe_median" in m else "-"))
     print("results: %s" % summary["results"])
     if "overlays" in summary:
         print("overlays: %s" % summary["overlays"])

@@ -70,13 +70,23 @@ class OracleDetector:
                           image_size=(W, H))
 
 
-def write_image_folder(root: Path, scene, robot, K_as_four=False):
+def write_image_folder(root: Path, scene, robot, K_as_four=False, masks=False):
     import cv2
     (root / "color").mkdir(parents=True)
     (root / "qpos").mkdir()
+    if masks:   # the robot's true silhouette, as EasyHeC's hand-drawn masks
+        from dream_ros.synth.render import RobotRenderer
+        (root / "mask").mkdir()
+        renderer = RobotRenderer(robot.config, W, H)
     for i, q in enumerate(scene["q"]):
         cv2.imwrite(str(root / "color" / ("%06d.png" % i)), tagged_image(i)[:, :, ::-1])
         np.savetxt(root / "qpos" / ("%06d.txt" % i), np.concatenate([q, [0.0, 0.0]]))
+        if masks:
+            _, labels = renderer.render(dict(zip(robot.joint_names, q)), scene["T"], scene["K"],
+                                        return_labels=True)
+            cv2.imwrite(str(root / "mask" / ("%06d.png" % i)), 255 * (labels.mask == 1).astype(np.uint8))
+    if masks:
+        renderer.close()
     K = scene["K"]
     np.savetxt(root / "K.txt", [K[0, 0], K[1, 1], K[0, 2], K[1, 2]] if K_as_four else K)
     return root
@@ -166,7 +176,7 @@ def _check_outputs(out: Path, scene, summary, expect_ok):
 def test_image_folder(tmp_path, scene, robot):
     from dream_ros.data.sources import ImageFolderSource
     from dream_ros.offline import calibrate
-    folder = write_image_folder(tmp_path / "imgs", scene, robot, K_as_four=True)
+    folder = write_image_folder(tmp_path / "imgs", scene, robot, K_as_four=True, masks=True)
     src = ImageFolderSource(folder, robot.joint_names)
     assert np.allclose(src.K, scene["K"])
     det = OracleDetector(robot, scene["uv"], missing={2: range(5)})   # frame 2: only 2 keypoints
@@ -175,6 +185,12 @@ def test_image_folder(tmp_path, scene, robot):
     bad = recs[2]
     assert bad["camera_T_base"] is None and bad["status"].startswith("too_few_keypoints")
     assert sum(v is not None for v in bad["keypoints"].values()) == 2
+    # Masks score the poses without ground truth: the multi-frame pose overlaps them closely,
+    # single frames less (and never better than perfect).
+    m = summary["mask_iou"]
+    assert m["frames_with_mask"] == N_FRAMES and m["multiframe_median"] > 0.9
+    assert all(0.3 < r["mask_iou"] <= 1.0 for r in recs if r["status"] == "ok")
+    assert m["single_frame_median"] <= m["multiframe_median"] + 0.02
 
 
 def test_ndds_folder_scores_against_truth(tmp_path, scene, robot):

@@ -7,8 +7,9 @@ per-frame results with the reason instead of vanishing.
 
 - ``ImageFolderSource``: ``color/NNNNNN.png`` (or ``images/``, or the images in the folder itself),
   ``qpos/NNNNNN.txt`` (or ``joints/``) holding the robot config's joints in order first (extra
-  numbers such as finger joints are ignored), and ``K.txt`` (3x3, or fx fy cx cy). This is the
-  layout of EasyHeC's offline example.
+  numbers such as finger joints are ignored), ``K.txt`` (3x3, or fx fy cx cy) and optionally
+  ``mask/NNNNNN.png`` (robot = non-zero), used to score the estimates. This is the layout of
+  EasyHeC's offline example.
 - ``BagSource``: ROS 1 (or 2) bags through the pure-Python ``rosbags`` package, no ROS needed.
   Each image is paired with the nearest joint state by header stamp (per joint, so several
   JointState publishers are fine) and with the newest camera info.
@@ -39,6 +40,7 @@ class CalibrationFrame:
     stamp: Optional[float] = None             # seconds (bags)
     camera_T_base_true: Optional[np.ndarray] = None   # ground truth when the source has it
     problem: str = ""                         # non-empty: why this frame cannot be used
+    mask: Optional[np.ndarray] = None         # (H, W) bool robot mask, when the source has one
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -85,6 +87,8 @@ class ImageFolderSource:
         if self.joint_dir is None:
             raise InputError("%s has no qpos/ (or joints/) folder with one joint file per image"
                              % self.folder)
+        # Optional hand-drawn robot masks (EasyHeC's mask/NNNNNN.png): used to score estimates.
+        self.mask_dir = self.folder / "mask" if (self.folder / "mask").is_dir() else None
         K_path = Path(K_path) if K_path else self.folder / "K.txt"
         if not K_path.is_file():
             raise InputError("intrinsics not found: %s (give --K)" % K_path)
@@ -106,10 +110,21 @@ class ImageFolderSource:
                              % (path, len(self.joint_names), ", ".join(self.joint_names), values.size))
         return dict(zip(self.joint_names, (float(v) for v in values[:len(self.joint_names)])))
 
+    def _mask(self, stem: str, shape) -> Optional[np.ndarray]:
+        import cv2
+        if self.mask_dir is None:
+            return None
+        path = next((p for p in (self.mask_dir / (stem + e) for e in IMAGE_EXTENSIONS) if p.is_file()),
+                    None)
+        m = None if path is None else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        return None if m is None or m.shape != tuple(shape[:2]) else m > 0
+
     def __iter__(self) -> Iterator[CalibrationFrame]:
         for path in self.images:
             try:
-                yield CalibrationFrame(path.stem, load_rgb(path), self._joints(path.stem), self.K)
+                rgb = load_rgb(path)
+                yield CalibrationFrame(path.stem, rgb, self._joints(path.stem), self.K,
+                                       mask=self._mask(path.stem, rgb.shape))
             except InputError as exc:
                 yield CalibrationFrame(path.stem, None, None, self.K, problem=str(exc))
 
