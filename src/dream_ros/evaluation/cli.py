@@ -167,10 +167,11 @@ def run(args) -> int:
                 "camera_T_base": (r.estimate.camera_T_base.tolist()
                                   if r.estimate.ok and r.truth.pnp_frame == "base" else None),
                 "reprojection_error_px": r.estimate.reprojection_error_px if r.estimate.ok else None,
-                "status": r.estimate.status if r.estimate.ok else
-                ("%s: %s" % (r.estimate.status, r.estimate.reason)),
+                "status": ("%s: %s" % (r.estimate.status, r.estimate.reason))
+                if not r.estimate.ok and r.estimate.reason else r.estimate.status,
                 "image": r.image_path,
-                "num_detected": int(np.count_nonzero(r.detected)),
+                "keypoints_detected": int(np.count_nonzero(r.detected)),
+                "inliers": r.estimate.num_inliers,
                 "scores": None if r.scores is None else dict(zip(names, r.scores)),
                 "keypoints_gt": dict(zip(names, r.truth.uv.tolist())),
                 "pixel_error": dict(zip(names, np.linalg.norm(r.uv_pred - r.truth.uv, axis=1))),
@@ -180,8 +181,8 @@ def run(args) -> int:
                                     if r.estimate.ok and r.truth.pnp_frame == "camera" else None),
                 "camera_T_base_true": (None if r.truth.camera_T_base is None
                                        else r.truth.camera_T_base.tolist()),
-                "translation_error_m": None if pe is None else pe[0],
-                "rotation_error_deg": None if pe is None else pe[1],
+                "error_translation_m": None if pe is None else pe[0],
+                "error_rotation_deg": None if pe is None else pe[1],
                 "time_ms": {k: 1000.0 * v for k, v in r.times_s.items()},
             })
     results.write_json(out_dir / "summary.json", summary)
