@@ -212,11 +212,13 @@ class DreamNode:
 
         self._worker = threading.Thread(target=self._work, name="dream_worker", daemon=True)
         self._worker.start()
+        # reset=True: a bag loop / /clock reset (time going back) must not kill the timers.
         self._timers = [rospy.Timer(rospy.Duration(1.0 / max(float(p["diagnostics_rate"]), 0.01)),
-                                    self._publish_diagnostics)]
+                                    self._publish_diagnostics, reset=True)]
         if p["mode"] == "static" and p["publish_tf"]:
             self._timers.append(rospy.Timer(
-                rospy.Duration(1.0 / max(float(p["static_tf_rate"]), 0.1)), self._static_tf_tick))
+                rospy.Duration(1.0 / max(float(p["static_tf_rate"]), 0.1)), self._static_tf_tick,
+                reset=True))
         rospy.loginfo("dream_node: robot %s, model %s, mode %s, image %s (%s), camera_info %s, "
                       "joint_states %s, base frame %s"
                       % (self.robot.config.name, self.model_name, p["mode"], self.image_topic,
@@ -527,6 +529,12 @@ class DreamNode:
         return msg_to_transform(tf.transform)
 
     def _static_tf_tick(self, _event) -> None:
+        try:
+            self._static_tf_once()
+        except Exception as exc:   # keep the timer alive whatever happens
+            self._log("error", "static_tf", "static TF: %s: %s" % (type(exc).__name__, exc))
+
+    def _static_tf_once(self) -> None:
         with self._calib_lock:
             est = self.calibrator.estimate
             converged = self.calibrator.converged
@@ -634,6 +642,12 @@ class DreamNode:
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self, _event=None) -> None:
+        try:
+            self._diagnostics_once()
+        except Exception as exc:   # keep the timer alive whatever happens
+            self._log("error", "diagnostics", "diagnostics: %s: %s" % (type(exc).__name__, exc))
+
+    def _diagnostics_once(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
         s = self.stats
         now = time.time()
