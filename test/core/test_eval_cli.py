@@ -150,8 +150,9 @@ def test_oracle_noise_lowers_pck_and_wrong_units_ruin_add(cm_dataset, tmp_path, 
     # the cm dataset read as metres: the FK points no longer match the GT points
     main(["eval", "--data", str(cm_dataset), "--out", str(tmp_path / "m"), "--oracle-keypoints",
           "--units", "m"])
-    s, _ = _last_json(capsys)
+    s, lines = _last_json(capsys)
     assert s["add_mean_m"] > 0.5 and s["add_auc"] < 0.3
+    assert any(l.startswith("warning") and "--units" in l for l in lines)
 
 
 def test_metres_dataset_and_limit(tmp_path, capsys):

@@ -216,6 +216,11 @@ def run(args) -> int:
         print("camera    : median error %.1f mm, %.2f deg over %d frames"
               % (ce["translation_median_m"] * 1000, ce["rotation_median_deg"], ce["frames"]), file=out)
     print("PnP       : %s" % ", ".join("%s %d" % kv for kv in sorted(statuses.items())), file=out)
+    fk_med = summary["fk_vs_dataset_rms_m"]["median"]
+    if fk_med is not None and fk_med > 0.005:
+        print("warning   : forward kinematics and the dataset's 3D keypoints differ by %.1f mm RMS "
+              "(median frame): ADD then includes that disagreement; check --units and the robot "
+              "config's keypoint links" % (fk_med * 1000), file=out)
     print("speed     : %s frames/s processing (decode+keypoints+FK+PnP), medians %s"
           % (_fmt(headline["fps"], "%.1f"),
              ", ".join("%s %.1f ms" % kv for kv in summary["timing_median_ms"].items())), file=out)
