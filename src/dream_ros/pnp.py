@@ -14,6 +14,7 @@ Bad arguments (wrong shapes, non-finite 3D points, bad K) raise InputError.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Optional, Tuple
 
 import cv2
@@ -106,11 +107,14 @@ def _rms(p3, p2, K, dist, rvec, tvec) -> float:
     return float(np.sqrt(np.mean(np.sum((project(p3, rvec, tvec, K, dist) - p2) ** 2, axis=1))))
 
 
-def _epnp(p3, p2, K, dist, flags=(cv2.SOLVEPNP_EPNP, cv2.SOLVEPNP_SQPNP)):
+def _epnp(p3, p2, K, dist, flags=(cv2.SOLVEPNP_EPNP, cv2.SOLVEPNP_SQPNP), p3p_max=5):
     """(rvec, tvec) from EPnP or SQPnP, whichever reprojects better, or None. EPnP alone lands in
     a wrong minimum for near-degenerate keypoint layouts (several keypoints of a robot are often
-    nearly collinear); SQPnP is globally optimal in its object-space error and costs as little."""
-    best = None
+    nearly collinear); SQPnP is globally optimal in its object-space error and costs as little.
+    With few points (N <= p3p_max, several flags) both still miss the exact pose of nearly planar
+    4-5 point sets (about 1 % of 4-point Panda views): every 3-point subset's P3P solutions
+    compete too, and the best two candidates are compared after LM."""
+    cands = []
     for flag in flags:
         try:
             ok, rvec, tvec = cv2.solvePnP(p3, p2, K, dist, flags=flag)
@@ -120,10 +124,33 @@ def _epnp(p3, p2, K, dist, flags=(cv2.SOLVEPNP_EPNP, cv2.SOLVEPNP_SQPNP)):
             continue
         if len(flags) == 1:
             return rvec.reshape(3), tvec.reshape(3)
+        cands.append((rvec.reshape(3), tvec.reshape(3)))
+    small = len(flags) > 1 and len(p3) <= p3p_max
+    if small:
+        for tri in itertools.combinations(range(len(p3)), 3):
+            tri = list(tri)
+            try:
+                _, rvecs, tvecs = cv2.solveP3P(p3[tri], p2[tri], K, dist, flags=cv2.SOLVEPNP_AP3P)
+            except cv2.error:
+                continue
+            cands += [(r.reshape(3), t.reshape(3)) for r, t in zip(rvecs, tvecs)]
+    scored = []
+    for rvec, tvec in cands:
+        sse = float(np.sum((project(p3, rvec, tvec, K, dist) - p2) ** 2))
+        if np.isfinite(sse):
+            scored.append((sse, rvec, tvec))
+    if not scored:
+        return None
+    scored.sort(key=lambda c: c[0])
+    if not small:
+        return scored[0][1:]
+    best = None
+    for _, rvec, tvec in scored[:2]:
+        rvec, tvec = _refine(p3, p2, K, dist, rvec, tvec)
         sse = float(np.sum((project(p3, rvec, tvec, K, dist) - p2) ** 2))
         if best is None or sse < best[0]:
-            best = (sse, rvec.reshape(3), tvec.reshape(3))
-    return None if best is None else best[1:]
+            best = (sse, rvec, tvec)
+    return best[1:]
 
 
 def _msac(p3, p2, K, dist, pose, thr):

@@ -29,6 +29,20 @@ def test_exact_input_gives_exact_pose(robust):
         assert np.allclose(project(est.camera_T_base, p3), p2, atol=1e-6)
 
 
+@pytest.mark.parametrize("robust", [True, False])
+def test_four_exact_points_give_the_exact_pose(robust):
+    """EPnP and SQPnP alone return a wrong local solution (or none) for ~1-2 % of nearly planar
+    4-point subsets of the Panda keypoints (11 robust / 16 non-robust of these 1000 before the
+    P3P candidates were added)."""
+    rng = np.random.default_rng(50)
+    for _ in range(1000):
+        p3, p2, T = random_view(rng)
+        idx = rng.choice(7, 4, replace=False)
+        est = solve_pnp(p3[idx], p2[idx], K, robust=robust)
+        assert est.ok, est.reason
+        assert pose_error(est.camera_T_base, T)[0] < 1e-6
+
+
 def test_exact_input_with_distortion():
     rng = np.random.default_rng(11)
     dist = np.array([-0.28, 0.09, 0.001, -0.0005, -0.01])
