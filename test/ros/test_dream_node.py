@@ -377,3 +377,37 @@ def test_unknown_parameters_are_refused(roscore, robot):
     rospy.set_param("/t_typo_node/max_reprojection_px", 3.0)
     with pytest.raises(ConfigError, match="unknown parameter.*max_reprojection_px.*valid names"):
         DreamNode(detector=object(), robot=robot, namespace="/t_typo_node")
+
+
+def test_manual_capture_and_service_refusals(roscore, robot, tmp_path):
+    from dream_ros.srv import SaveCalibration
+    from std_srvs.srv import Trigger
+    node, player, _ = start_node(robot, "/t_cap", {"mode": "static", "auto_capture": False})
+    try:
+        player.start()
+        wait_for(lambda: node.stats.processed >= 3, what="frames processed")
+        # Frames are only checked, not accumulated, until ~capture is called.
+        assert node.calibrator.estimate is None
+        save = rospy.ServiceProxy("/t_cap_node/save", SaveCalibration)
+        rospy.wait_for_service("/t_cap_node/save", 5)
+        resp = save(str(tmp_path / "none.yaml"))
+        assert not resp.success and "no accepted calibration" in resp.message
+        assert not (tmp_path / "none.yaml").exists()
+        capture = rospy.ServiceProxy("/t_cap_node/capture", Trigger)
+        for i in range(3):
+            resp = capture()
+            assert resp.success and ("%d frames used" % (i + 1)) in resp.message, resp.message
+        assert node.calibrator.estimate.frames_used == 3
+        # A default path under $ROS_HOME/dream_ros/<camera>.yaml
+        resp = save("")
+        assert resp.success and resp.message.startswith(node.default_save_path())
+        assert "dream_ros/t_cap_optical.yaml" in resp.message
+    finally:
+        player.stop()
+        node.shutdown()
+    node, player, _ = start_node(robot, "/t_cap2")
+    try:
+        resp = rospy.ServiceProxy("/t_cap2_node/capture", Trigger)()
+        assert not resp.success and "static mode" in resp.message
+    finally:
+        node.shutdown()

@@ -27,7 +27,7 @@ import yaml
 
 from .. import frames
 from ..calibration import (Calibrator, Gates, camera_pose_covariance, save_calibration,
-                           STAGE_CONVERGED, STAGE_CONVERGING)
+                           NOT_CAPTURED, STAGE_CONVERGED, STAGE_CONVERGING)
 from ..errors import ConfigError, DreamError, InputError
 from .conversions import (camera_info_to_intrinsics, compressed_to_rgb, detections_to_msg,
                           estimate_to_msg, image_to_rgb, joint_state_to_dict, rgb_to_image,
@@ -410,6 +410,8 @@ class DreamNode:
             with self.stats.lock:
                 self.stats.accepted += 1
                 self.stats.last_accept_wall = time.time()
+        elif est.status == NOT_CAPTURED and single.ok:
+            pass     # manual capture, nothing captured yet: a good frame, not a rejection
         else:
             self._reject(est.status, est.reason, header, stamp, est=est,
                          detected=det.num_detected)
