@@ -294,3 +294,16 @@ def test_panda_extended_config(panda):
     for i, spec in enumerate(ext.config.keypoints):
         expect = np.einsum("nij,j->ni", T[spec.link][:, :3, :3], spec.offset) + T[spec.link][:, :3, 3]
         assert np.allclose(kp[:, i], expect, atol=1e-12), spec.name
+
+
+def test_every_shipped_robot_config_loads_and_has_finite_fk():
+    from dream_ros.robot_config import available_robots
+    names = available_robots()
+    assert "panda" in names and "panda_extended" in names
+    rng = np.random.default_rng(4)
+    for name in names:
+        robot = RobotModel.load(name)
+        lo, hi = robot.joint_limits()
+        assert lo.shape == (len(robot.joint_names),) and np.all(lo < hi), name
+        kp = robot.keypoints_3d(rng.uniform(lo, hi, size=(20, len(lo))))
+        assert kp.shape == (20, robot.num_keypoints, 3) and np.all(np.isfinite(kp)), name
