@@ -88,7 +88,6 @@ def _material_rgba(visual_geom, default) -> np.ndarray:
 def load_mesh_parts(path: Path, scale, default_rgba) -> List[SubMesh]:
     """All sub-meshes of a mesh file, baked into the file's root frame, with their colours.
     Cached as .npz keyed by the file's path, size and mtime (DAE parsing is the slow part)."""
-    import trimesh
     scale = np.ones(3) if scale is None else np.broadcast_to(np.asarray(scale, float), (3,))
     st = path.stat()
     key = hashlib.sha1(("%s|%d|%d|%s|%s" % (path.resolve(), st.st_size, int(st.st_mtime), list(scale),
@@ -101,6 +100,7 @@ def load_mesh_parts(path: Path, scale, default_rgba) -> List[SubMesh]:
             return [SubMesh(z["v%d" % i], z["f%d" % i], z["c%d" % i]) for i in range(n)]
         except Exception:
             pass
+    import trimesh   # only on a cache miss: importing it costs seconds
     loaded = trimesh.load(str(path), force="scene")
     parts = []
     for node in loaded.graph.nodes_geometry:
