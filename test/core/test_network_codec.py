@@ -15,7 +15,8 @@ def gaussian_map(x, y, w=80, h=60, sigma=2.0, amp=1.0):
     return amp * np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma ** 2))
 
 
-@pytest.mark.parametrize("x,y", [(10.0, 20.0), (33.3, 17.8), (50.5, 40.5), (5.02, 54.7), (74.6, 4.5)])
+@pytest.mark.parametrize("x,y", [(10.0, 20.0), (33.3, 17.8), (50.5, 40.5), (5.02, 54.7),
+                                 (74.6, 4.5)])
 def test_ours_finds_single_subpixel_peak_to_a_tenth(x, y):
     # Unbiased while the peak is >= ~4 px (2 sigma) from the border; closer the cut label biases it.
     codec = BeliefMapCodec()

@@ -28,7 +28,8 @@ def test_default_input_and_channels_last_agree():
     x = torch.randn(1, 3, 240, 320)
     with torch.inference_mode():
         a = net(x)
-        b = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        xc = x.contiguous(memory_format=torch.channels_last)
+        b = net.to(memory_format=torch.channels_last)(xc)
     assert a.shape == (1, 3, 60, 80)
     torch.testing.assert_close(a, b.contiguous(), rtol=1e-4, atol=1e-5)
 

@@ -1,4 +1,4 @@
-"""Belief maps <-> keypoint coordinates: one object makes training labels and decodes network output.
+"""Belief maps <-> keypoint coordinates: one object makes training labels and decodes net output.
 
 Keeping both directions (and the input<->output coordinate mapping) in one object, whose parameters
 are stored in the model file, means training and inference cannot drift apart.
@@ -68,7 +68,7 @@ class BeliefMapCodec:
     # ----------------------------------------------------------------- presets and (de)serialising
     @classmethod
     def dream(cls, output_size: Optional[Sequence[int]] = None, **overrides) -> "BeliefMapCodec":
-        """DREAM's exact rules; the offset follows DREAM's output-size rule when output_size given."""
+        """DREAM's exact rules; with output_size the offset follows DREAM's output-size rule."""
         kw = dict(label_mode="dream", refine="mean5", smooth_mode="reflect", strict_ties=False,
                   peak_offset=dream_peak_offset(output_size) if output_size is not None
                   else DREAM_LOW_RES_OFFSET)
@@ -95,7 +95,7 @@ class BeliefMapCodec:
 
     @staticmethod
     def output_to_input(xy_out, out_size: Sequence[int], in_size: Sequence[int]) -> np.ndarray:
-        """Output-map pixels -> net-input pixels (x_in = x_out * W_in / W_out, no half-pixel term)."""
+        """Output-map pixels -> net-input pixels (x_in = x_out * W_in / W_out, no half-pixel)."""
         xy = np.asarray(xy_out, dtype=np.float64)
         return xy * np.array([in_size[0] / out_size[0], in_size[1] / out_size[1]])
 
@@ -133,7 +133,7 @@ class BeliefMapCodec:
             gx = torch.exp(-dx ** 2 / two_s2) * (dx.abs() <= r)
             gy = torch.exp(-dy ** 2 / two_s2) * (dy.abs() <= r)
         else:
-            # Keypoints inside the map's extent [-0.5, w-0.5] get a (possibly cut) Gaussian, others none.
+            # keypoints inside the map's extent [-0.5, w-0.5] get a (maybe cut) Gaussian, others 0
             ok = (ok & (xy[..., 0] >= -0.5) & (xy[..., 0] <= w - 0.5)
                   & (xy[..., 1] >= -0.5) & (xy[..., 1] <= h - 0.5))
             gx = torch.exp(-(cols[None, None, :] - xy[..., 0, None]) ** 2 / two_s2)
@@ -202,7 +202,7 @@ class BeliefMapCodec:
 
     @staticmethod
     def _refine_mean5(raw: np.ndarray, ch, r, col):
-        """DREAM: mean (col,row) over the 5x5 window weighted by raw values; outside cells weigh 0."""
+        """DREAM: mean (col,row) over the 5x5 window weighted by raw values; outside weighs 0."""
         rp = np.pad(raw, ((0, 0), (2, 2), (2, 2))).astype(np.float64)
         d = np.arange(-2, 3)
         win = rp[ch[:, None, None], (r + 2)[:, None, None] + d[None, :, None],

@@ -51,9 +51,9 @@ class KeypointDetector:
     ``(net, ModelConfig)`` pair. backend "onnx" runs on the CPU with ONNX Runtime (exported once,
     cached under ``onnx_cache_dir`` or the temp dir); "auto" picks ONNX Runtime for our
     architectures on the CPU (2-3x faster than eager torch here, scripts/bench_network.py) and
-    torch otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold, ambiguity,
-    peak_offset ...) replace the model's peak-extraction parameters. num_threads, when given,
-    sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
+    torch otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold,
+    ambiguity, peak_offset ...) replace the model's peak-extraction parameters. num_threads, when
+    given, sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
     the CPU (measured faster for ours), off on CUDA.
     """
 

@@ -151,12 +151,14 @@ class DreamResNet(nn.Module):
         ups: List[nn.Module] = []
         cin = 2048
         for _ in range(4):
-            ups += [nn.ConvTranspose2d(cin, 256, 4, 2, 1), nn.BatchNorm2d(256), nn.ReLU(inplace=True)]
+            ups += [nn.ConvTranspose2d(cin, 256, 4, 2, 1), nn.BatchNorm2d(256),
+                    nn.ReLU(inplace=True)]
             cin = 256
         if self.full:
             self.upsample = nn.Sequential(*ups)
-            self.upsample2 = nn.Sequential(nn.ConvTranspose2d(256, 256, 4, 2, 1), nn.BatchNorm2d(256),
-                                           nn.ReLU(inplace=True), nn.Conv2d(256, num_keypoints, 1))
+            self.upsample2 = nn.Sequential(nn.ConvTranspose2d(256, 256, 4, 2, 1),
+                                           nn.BatchNorm2d(256), nn.ReLU(inplace=True),
+                                           nn.Conv2d(256, num_keypoints, 1))
         else:
             self.upsample = nn.Sequential(*ups, nn.Conv2d(256, num_keypoints, 1))
 

@@ -160,7 +160,8 @@ def load_model(path_or_robot: Union[str, Path], device: Union[str, torch.device]
                               f"this code understands ({VERSION})")
         config = ModelConfig.from_dict(blob["config"])
         state = blob["state_dict"]
-    elif isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
+    elif (isinstance(blob, dict) and blob
+          and all(isinstance(v, torch.Tensor) for v in blob.values())):
         config = dream_config_from_yaml(_dream_yaml_path(path))
         state = blob
     else:
@@ -208,7 +209,8 @@ def load_state_strict(net: nn.Module, state: Dict[str, torch.Tensor], origin: st
     shapes = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
               for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        lines = [f"weights {origin} do not fit the network {getattr(net, 'arch', type(net).__name__)}"
+        arch = getattr(net, "arch", type(net).__name__)
+        lines = [f"weights {origin} do not fit the network {arch}"
                  f" ({len(missing)} missing, {len(unexpected)} unexpected, "
                  f"{len(shapes)} wrong shape):"]
         lines += [f"  missing: {k}" for k in missing]

@@ -88,8 +88,8 @@ class OnnxRunner:
 
 def _fingerprint(net: nn.Module, input_size: Sequence[int]) -> str:
     h = hashlib.sha1()
-    h.update(f"{type(net).__name__}:{getattr(net, 'arch', '')}:{tuple(input_size)}:{torch.__version__}"
-             .encode())
+    arch = getattr(net, "arch", "")
+    h.update(f"{type(net).__name__}:{arch}:{tuple(input_size)}:{torch.__version__}".encode())
     for k, v in net.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

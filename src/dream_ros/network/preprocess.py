@@ -121,7 +121,7 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ images
     def image(self, rgb: np.ndarray) -> Tuple[np.ndarray, Geometry]:
-        """uint8 (H,W,3) RGB -> (uint8 (H_in,W_in,3) net-input image, geometry). No normalisation."""
+        """uint8 (H,W,3) RGB -> (uint8 (H_in,W_in,3) net-input image, geometry); not normalised."""
         rgb = check_rgb(rgb)
         h, w = rgb.shape[:2]
         g = self.geometry((w, h))
@@ -151,7 +151,7 @@ class Preprocessor:
         return self.normalize(img), g
 
     def batch(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Geometry]]:
-        """Several images -> (float32 (B,3,H_in,W_in), geometries). Mode "none" needs equal sizes."""
+        """Images -> (float32 (B,3,H_in,W_in), geometries). Mode "none" needs equal sizes."""
         if len(images) == 0:
             raise InputError("empty image batch")
         outs, geos = zip(*(self(im) for im in images))
