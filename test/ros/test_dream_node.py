@@ -54,12 +54,17 @@ def robot():
 class Player:
     """Publishes frames of a moving robot seen by a fixed camera; remembers each frame's joints."""
 
-    def __init__(self, robot, prefix, rate=15.0, encoding="rgb8"):
-        from sensor_msgs.msg import CameraInfo, Image, JointState
-        self.robot, self.prefix, self.rate, self.encoding = robot, prefix, rate, encoding
+    def __init__(self, robot, prefix, rate=15.0, compressed=False):
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+        self.robot, self.prefix, self.rate, self.compressed = robot, prefix, rate, compressed
         self.optical = prefix.strip("/") + "_optical"
         self.joints = {}
-        self.pub_img = rospy.Publisher(prefix + "/image", Image, queue_size=2)
+        if compressed:   # PNG: lossless, so the frame number in the pixels survives
+            self.pub_img = rospy.Publisher(prefix + "/image/compressed", CompressedImage,
+                                           queue_size=2)
+        else:
+            self.pub_img = rospy.Publisher(prefix + "/image", Image, queue_size=2)
+        self.CompressedImage = CompressedImage
         self.pub_info = rospy.Publisher(prefix + "/camera_info", CameraInfo, queue_size=2)
         self.pub_js = rospy.Publisher(prefix + "/joint_states", JointState, queue_size=10)
         self.Image, self.JointState = Image, JointState
@@ -103,8 +108,12 @@ class Player:
             self.info.header.stamp = stamp
             self.pub_info.publish(self.info)
             rgb = self.make_image(self.n)
-            img = self.Image(height=H, width=W, encoding="rgb8", step=W * 3,
-                             data=rgb.tobytes())
+            if self.compressed:
+                img = self.CompressedImage(format="rgb8; png compressed bgr8", data=cv2.imencode(
+                    ".png", rgb[:, :, ::-1])[1].tobytes())
+            else:
+                img = self.Image(height=H, width=W, encoding="rgb8", step=W * 3,
+                                 data=rgb.tobytes())
             img.header.stamp = stamp
             img.header.frame_id = self.optical
             self.pub_img.publish(img)
@@ -132,12 +141,13 @@ class FrameDetector:
                           (W, H), maps)
 
 
-def start_node(robot, prefix, params=None, noise_px=0.5, camera_T_base=TRUE_T, player=None):
+def start_node(robot, prefix, params=None, noise_px=0.5, camera_T_base=TRUE_T, player=None,
+               compressed=False):
     from dream_ros.ros.node import DreamNode
     ns = prefix + "_node"
     for k, v in (params or {}).items():
         rospy.set_param(ns + "/" + k, v)
-    player = player or Player(robot, prefix)
+    player = player or Player(robot, prefix, compressed=compressed)
     det = FrameDetector(robot, player, camera_T_base, noise_px)
     node = DreamNode(detector=det, robot=robot, namespace=ns,
                      topics=dict(image=prefix + "/image", camera_info=prefix + "/camera_info",
@@ -411,3 +421,32 @@ def test_manual_capture_and_service_refusals(roscore, robot, tmp_path):
         assert not resp.success and "static mode" in resp.message
     finally:
         node.shutdown()
+
+
+def test_compressed_images(roscore, robot):
+    node, player, _ = start_node(robot, "/t_jpg", {"image_transport": "compressed"},
+                                 noise_px=0.0, compressed=True)
+    try:
+        player.start()
+        base_T_cam = tf_lookup("panda_link0", player.optical)
+        t_err, r_err = frames.pose_error(frames.invert(base_T_cam), TRUE_T)
+        assert t_err < 1e-3 and r_err < 0.05, (t_err, r_err)
+        assert node.image_topic == "/t_jpg/image/compressed"
+    finally:
+        player.stop()
+        node.shutdown()
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["_model:=/nonexistent/panda.pt"], "model file not found"),
+    (["_model:=panda", "_robot:=/nonexistent/robot.yaml"], "robot config not found"),
+    (["_mode:=sometimes"], "mode must be continuous or static"),
+    (["_max_reprojection_px:=3"], "unknown parameter"),
+])
+def test_node_process_fails_fast_with_a_clear_error(roscore, launch, args, expect):
+    import sys
+    proc = launch(sys.executable, "-c", "from dream_ros.ros.node import main; main()",
+                  "__name:=dn_fatal_%d" % abs(hash(expect)), *args, log_name="dn_fatal")
+    assert proc.wait(timeout=60) == 2
+    log = open(proc.log_path).read()
+    assert "fatal" in log and expect in log, log[-1500:]
