@@ -10,6 +10,7 @@ DATA="${DATA:-/work/data/panda_train_320}"
 ARCH="${ARCH:-dream_tiny_s4}"
 THREADS="${THREADS:-2}"
 EXTRA="${EXTRA:-}"
+NICE="${NICE:-5}"
 mkdir -p "$RUN_DIR"
 PIDFILE="$RUN_DIR/train.pid"
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
@@ -17,12 +18,14 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   exit 0
 fi
 source "$ROOT/scripts/env.sh"
+# OpenMP threads must sleep, not spin, while they wait: on 2 shared cores spinning wastes half the CPU
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 DATA_ARGS=()
 for d in $DATA; do DATA_ARGS+=(--data "$d"); done
 cd "$ROOT"
 echo "=== $(date -u +%FT%TZ) start: arch $ARCH data $DATA extra $EXTRA" >> "$RUN_DIR/train.log"
-# nice: the renderer and interactive work keep priority over the background run
-nohup nice -n 10 python -m dream_ros train "${DATA_ARGS[@]}" --robot panda --arch "$ARCH" \
+# nice: interactive work keeps some priority over the background run
+nohup nice -n "$NICE" python -m dream_ros train "${DATA_ARGS[@]}" --robot panda --arch "$ARCH" \
   --out "$RUN_DIR" --resume --threads "$THREADS" --no-progress $EXTRA \
   >> "$RUN_DIR/train.log" 2>&1 < /dev/null &
 echo $! > "$PIDFILE"

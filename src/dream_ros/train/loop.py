@@ -35,7 +35,7 @@ class TrainConfig:
     arch: str = "default"
     input_size: Sequence[int] = (320, 240)
     epochs: int = 1000000            # bounded by --max-minutes in practice
-    epoch_images: int = 8000
+    epoch_images: int = 4000
     batch_size: int = 24
     lr: float = 1e-3
     weight_decay: float = 1e-4
