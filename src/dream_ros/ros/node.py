@@ -366,7 +366,7 @@ class DreamNode:
         joints = dict(zip(self.robot.joint_names, (float(v) for v in q)))
 
         static = self.p["mode"] == "static"
-        capture = self._capture
+        capture, self._capture = self._capture, None    # one ~capture request = one frame
         accumulate = (not static) or bool(self.p["auto_capture"]) or capture is not None
         want_belief = self.pub_belief.get_num_connections() > 0
         t0 = time.time()
@@ -376,6 +376,9 @@ class DreamNode:
                                                    accumulate=accumulate,
                                                    return_belief=want_belief)
             except InputError as exc:
+                if capture is not None:
+                    capture["result"] = (False, str(exc))
+                    capture["event"].set()
                 return self._reject("bad_input", str(exc), header, stamp)
         proc_ms = 1000.0 * (time.time() - t0)
 
@@ -395,6 +398,9 @@ class DreamNode:
                 # check the target frame, so a conflict is still reported per frame.
                 base_T_child = self._publish_tf(est.camera_T_base, stamp, send=not static)
                 if base_T_child is None:     # would give a frame a second parent: say so
+                    if capture is not None:
+                        capture["result"] = (False, self._tf_problem)
+                        capture["event"].set()
                     return self._reject("tf_conflict", self._tf_problem, header, stamp, est=est,
                                         detected=det.num_detected)
             if not static:
@@ -599,7 +605,8 @@ class DreamNode:
         request = {"event": threading.Event(), "result": None}
         self._capture = request
         ok = request["event"].wait(float(self.p["capture_timeout_s"]))
-        self._capture = None
+        if self._capture is request:      # not consumed by the worker: withdraw it
+            self._capture = None
         if not ok:
             return TriggerResponse(False, "no usable frame within %.1f s (images on %s?)"
                                    % (float(self.p["capture_timeout_s"]), self.image_topic))
