@@ -13,7 +13,8 @@ from dream_ros.network import model_file
 from dream_ros.network.codec import BeliefMapCodec
 from dream_ros.network.dream_arch import build_dream_network
 from dream_ros.network.model_file import (ModelConfig, dream_config_from_yaml, load_model,
-                                          load_state_strict, omap_to_dict, save_model)
+                                          load_state_strict, omap_to_dict, save_dream_model,
+                                          save_model)
 from dream_ros.network.ours import build_network
 
 PANDA = ["panda_link0", "panda_link2", "panda_link3", "panda_link4", "panda_link6", "panda_link7",
@@ -84,6 +85,26 @@ def test_dream_pth_with_module_prefix_and_omap_yaml_reproduces_outputs(tmp_path)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(net(x), ref(x), rtol=0, atol=0)
+
+
+def test_dream_format_writer_round_trips(tmp_path):
+    torch.manual_seed(1)
+    write_dream_yaml(tmp_path / "src.yaml", PANDA)
+    cfg = dream_config_from_yaml(tmp_path / "src.yaml")
+    ref = build_dream_network("vgg_q", 7).eval()
+    out = save_dream_model(tmp_path / "out" / "copy.pth", ref, cfg)
+    text = (tmp_path / "out" / "copy.yaml").read_text()
+    assert text.startswith("!!omap") and "- manipulator: !!omap" in text
+    assert all(k.startswith("module.") for k in torch.load(out, weights_only=True))
+    net, cfg2 = load_model(out)
+    assert cfg2.keypoint_names == PANDA and cfg2.arch == "vgg_q" and cfg2.codec == cfg.codec
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), ref(x), rtol=0, atol=0)
+    # without the original YAML: built from the ModelConfig
+    cfg.extra = {}
+    save_dream_model(tmp_path / "b.pth", ref, cfg)
+    assert dream_config_from_yaml(tmp_path / "b.yaml").to_dict()["keypoint_frames"] == PANDA
 
 
 def test_dream_mismatch_names_every_problem(tmp_path):

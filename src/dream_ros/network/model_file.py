@@ -136,14 +136,7 @@ def save_model(path: Union[str, Path], net: nn.Module, config: ModelConfig,
         sd[k] = v.half() if (fp16 and v.is_floating_point()) else v.clone()
     blob = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": sd}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _atomic_write(path, lambda tmp: torch.save(blob, tmp))
     return path
 
 
@@ -311,6 +304,64 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+class _OmapDumper(yaml.SafeDumper):
+    """Writes every mapping as ``!!omap``, as DREAM's ruamel-written configs are."""
+
+
+def _represent_omap(dumper: yaml.SafeDumper, data: dict):
+    pairs = [yaml.MappingNode("tag:yaml.org,2002:map",
+                              [(dumper.represent_data(k), dumper.represent_data(v))],
+                              flow_style=False) for k, v in data.items()]
+    return yaml.SequenceNode("tag:yaml.org,2002:omap", pairs, flow_style=False)
+
+
+_OmapDumper.add_representer(dict, _represent_omap)
+_OmapDumper.add_representer(OrderedDict, _represent_omap)
+
+
+def save_dream_model(pth_path: Union[str, Path], net: nn.Module, config: ModelConfig) -> Path:
+    """Write a DREAM-architecture model in DREAM's own format for DREAM's tools: ``X.pth``
+    (fp32 state_dict, keys prefixed ``module.``) and ``X.yaml`` (``!!omap``), both atomically."""
+    if not config.is_dream:
+        raise ConfigError(f"{config.arch} is not a DREAM architecture; use save_model")
+    pth = Path(pth_path)
+    if pth.suffix != ".pth":
+        raise ConfigError(f"DREAM weights need a .pth name, got {pth}")
+    cfg = config.extra.get("dream_config") or {
+        "manipulator": {"name": config.robot, "keypoints": [
+            {"name": n, "friendly_name": n, "ros_frame": f}
+            for n, f in zip(config.keypoint_names, config.keypoint_frames)]},
+        "architecture": {"type": "vgg" if config.arch.startswith("vgg") else "resnet",
+                         "deconv_decoder": config.arch == "vgg_f",
+                         "full_decoder": config.arch == "resnet_f",
+                         "target": "belief_maps", "input_heads": ["image_rgb"],
+                         "output_heads": ["belief_maps"],
+                         "image_normalization": {"mean": list(config.mean),
+                                                 "stdev": list(config.std)},
+                         "loss": {"type": "mse"}, "image_preprocessing": config.preprocessing},
+        "training": {"config": {"net_input_resolution": list(config.input_size),
+                                "net_output_resolution": list(config.output_size)},
+                     "platform": {"gpu_ids": None}}}
+    sd = OrderedDict(("module." + k, v.detach().cpu().float() if v.is_floating_point() else v)
+                     for k, v in net.state_dict().items())
+    pth.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(pth, lambda tmp: torch.save(sd, tmp))
+    text = yaml.dump(cfg, Dumper=_OmapDumper, default_flow_style=False, sort_keys=False)
+    _atomic_write(pth.with_suffix(".yaml"), lambda tmp: Path(tmp).write_text(text))
+    return pth
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def default_model_path(robot: str) -> Path:
