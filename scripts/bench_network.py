@@ -25,14 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 BEST = {}   # fn label -> best (minimum) time, printed in brackets: less sensitive to a busy machine
 
 
+CLOCK = [time.perf_counter]
+
+
 def timed(fn, runs: int, warmup: int, label: str = "") -> float:
+    clock = CLOCK[0]
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(runs):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     BEST[label] = min(ts) * 1e3
     return statistics.median(ts) * 1e3
 
@@ -46,7 +50,13 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", nargs="*", help="subset of architectures (default all)")
     ap.add_argument("--no-dream", action="store_true", help="skip DREAM's architectures")
     ap.add_argument("--dream-onnx", action="store_true", help="also time DREAM's nets in ONNX RT")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="1 thread, report process CPU time instead of wall time: far less "
+                         "sensitive to other jobs on a busy machine")
     args = ap.parse_args(argv)
+    if args.cpu_time:
+        args.threads = 1
+        CLOCK[0] = time.process_time
 
     import numpy as np
     import torch
@@ -64,7 +74,8 @@ def main(argv=None) -> int:
     if args.archs:
         cases = [c for c in cases if c[0] in args.archs]
     print(f"# torch {torch.__version__}, {args.threads} threads, batch 1, median of {args.runs} "
-          f"runs; load average before: {os.getloadavg()[0]:.2f}", flush=True)
+          f"runs, {'process CPU' if args.cpu_time else 'wall'} time; load average before: "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     head = (f"{'arch':16s} {'input':>8s} {'output':>8s} {'params':>8s} {'GFLOPs':>7s} "
             f"{'nchw_ms (min)':>15s} {'cl_ms (min)':>15s} {'onnx_ms (min)':>15s} {'decode_ms':>9s}")
     print("# *_ms: median forward time; (min): fastest run. cl = torch channels_last")
