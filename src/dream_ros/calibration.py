@@ -245,7 +245,8 @@ class Calibrator:
             if unknown:
                 raise ConfigError("the model's keypoints %s are not keypoints of robot %r (%s): "
                                   "the model was trained for another robot or config"
-                                  % (unknown, getattr(getattr(self.robot, "config", None), "name", "?"),
+                                  % (unknown, getattr(getattr(self.robot, "config", None),
+                                                      "name", "?"),
                                      ", ".join(robot_names)))
             self._index = np.array([robot_names.index(n) for n in names], dtype=int)
         return self._index
@@ -272,7 +273,8 @@ class Calibrator:
             return self._fail(est, "degenerate", "solver returned no finite transform")
         err = est.reprojection_error_px
         if err is None or not math.isfinite(err) or err > g.max_reprojection_error_px:
-            return self._fail(est, REPROJECTION_ERROR, "RMS reprojection error %s px exceeds %.1f px"
+            return self._fail(est, REPROJECTION_ERROR, "RMS reprojection error %s px exceeds "
+                              "%.1f px"
                               % ("n/a" if err is None else "%.1f" % err,
                                  g.max_reprojection_error_px))
         if est.num_inliers and est.num_inliers < g.min_keypoints:
@@ -300,7 +302,8 @@ class Calibrator:
         return est
 
     # -- static mode ---------------------------------------------------------------------------
-    def _static_step(self, points_3d, uv, K, single: PoseEstimate, accumulate: bool) -> PoseEstimate:
+    def _static_step(self, points_3d, uv, K, single: PoseEstimate,
+                     accumulate: bool) -> PoseEstimate:
         if self._frozen is not None:
             g = self.gates
             jump_m, jump_deg = frames.pose_error(single.camera_T_base, self._frozen.camera_T_base)
@@ -359,7 +362,8 @@ class Calibrator:
         return PoseEstimate(status=est.status, reason=est.reason,
                             camera_T_base=None if est.camera_T_base is None
                             else est.camera_T_base.copy(),
-                            covariance=est.covariance, reprojection_errors_px=est.reprojection_errors_px,
+                            covariance=est.covariance,
+                            reprojection_errors_px=est.reprojection_errors_px,
                             inliers=est.inliers, num_points=est.num_points,
                             frames_used=est.frames_used,
                             extras={k: v for k, v in est.extras.items() if k != "single_frame"})
@@ -458,8 +462,9 @@ def save_calibration(path: Union[str, Path], estimate: PoseEstimate, base_frame:
     }
     if camera:
         doc["camera"] = camera
-    text = ("# dream_ros camera calibration. camera_T_base maps base-frame points into the optical\n"
-            "# frame (x right, y down, z forward); base_T_camera is its inverse (the camera pose).\n"
+    text = ("# dream_ros camera calibration. camera_T_base maps base-frame points into the\n"
+            "# optical frame (x right, y down, z forward); base_T_camera is its inverse (the\n"
+            "# camera pose).\n"
             "# `tf` is what publish_calibration.launch broadcasts. Quaternions are x y z w.\n"
             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None))
     path = Path(os.path.expanduser(str(path)))

@@ -18,7 +18,8 @@ ERROR_LINE_RGB = (255, 255, 0)   # detection -> reprojection residual
 
 
 def _canvas(rgb) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+            or rgb.dtype != np.uint8:
         raise InputError("overlay needs an HxWx3 uint8 RGB image, got %s"
                          % (getattr(rgb, "shape", type(rgb).__name__),))
     return np.ascontiguousarray(rgb).copy()
@@ -50,7 +51,8 @@ def project(points_3d, camera_T_base, K, dist=None) -> np.ndarray:
     return uv
 
 
-def draw_detections(rgb, detections: Detections, labels: bool = True, color=DETECTED_RGB) -> np.ndarray:
+def draw_detections(rgb, detections: Detections, labels: bool = True,
+                    color=DETECTED_RGB) -> np.ndarray:
     img = _canvas(rgb)
     s = _scale(img)
     for name, uv, ok in zip(detections.names, detections.uv, detections.detected):
@@ -64,7 +66,8 @@ def draw_detections(rgb, detections: Detections, labels: bool = True, color=DETE
     return img
 
 
-def draw_reprojections(rgb, points_3d, camera_T_base, K, dist=None, detections: Optional[Detections] = None,
+def draw_reprojections(rgb, points_3d, camera_T_base, K, dist=None,
+                       detections: Optional[Detections] = None,
                        color=REPROJECTED_RGB) -> np.ndarray:
     """Crosses where the estimate puts the keypoints; with ``detections`` (same order as
     points_3d) also a line to each detection, so residuals are visible."""

@@ -107,7 +107,8 @@ def _image_to_rgb(msg) -> np.ndarray:
 def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> HxWx3 uint8 RGB."""
     fmt = str(getattr(msg, "format", "") or "")
-    if "compresseddepth" in fmt.lower().replace(" ", "") or fmt.lower().startswith(("16uc1", "32fc1")):
+    low = fmt.lower().replace(" ", "")
+    if "compresseddepth" in low or low.startswith(("16uc1", "32fc1")):
         raise InputError("compressed image format %r is a depth image: subscribe to the colour "
                          "image" % fmt)
     buf = _payload(msg.data)

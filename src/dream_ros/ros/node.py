@@ -1,4 +1,4 @@
-"""dream_node: live camera-to-robot calibration on ROS 1 (a thin adapter over dream_ros.calibration).
+"""dream_node: live camera-to-robot calibration on ROS 1 (thin adapter over dream_ros.calibration).
 
 Threads: the subscriber callbacks only store the newest message (images: one slot, so a slow
 network never builds a queue); one worker thread processes the newest image, pairs it with the
@@ -149,7 +149,8 @@ class DreamNode:
             int(p["threads"]))
         gates = Gates(min_keypoints=int(p["min_keypoints"]),
                       max_reprojection_error_px=float(p["max_reprojection_error_px"]),
-                      min_depth_m=float(p["min_depth_m"]), min_distance_m=float(p["min_distance_m"]),
+                      min_depth_m=float(p["min_depth_m"]),
+                      min_distance_m=float(p["min_distance_m"]),
                       max_distance_m=float(p["max_distance_m"]), max_jump_m=float(p["max_jump_m"]),
                       max_jump_deg=float(p["max_jump_deg"]),
                       max_jump_px=float(p["max_jump_px"]))
@@ -755,9 +756,9 @@ def choose_tf_child(tf_frames: dict, ours, base_frame: str, optical: str,
         child = requested.lstrip("/")
         par = parent(child)
         if par:
-            return None, ("frame %r already has parent %r (published by %s); a frame can have one "
-                          "parent: set ~tf_child_frame to a frame without a parent (the root of the "
-                          "camera's TF tree) or stop the other publisher"
+            return None, ("frame %r already has parent %r (published by %s); a frame can have "
+                          "one parent: set ~tf_child_frame to a frame without a parent (the root "
+                          "of the camera's TF tree) or stop the other publisher"
                           % (child, par[0], par[1]))
         return child, ""
     child = root(optical)
