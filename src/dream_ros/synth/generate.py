@@ -77,7 +77,7 @@ class FrameGenerator:
         return image, rec
 
     def write(self, index: int) -> bool:
-        name = frame_name(index)
+        name = frame_name(index, name_digits(self.opts.count))
         if frame_done(self.opts.out, name):
             return False
         image, rec = self.make(index)
@@ -108,6 +108,11 @@ def _init_worker(opts: SynthOptions):
 
 def _work(index: int) -> int:
     return int(_GEN.write(index))
+
+
+def name_digits(count: int) -> int:
+    """Zero padding of frame names: 6 like DREAM's sets, more for >= 1e6 frames (names must sort)."""
+    return max(6, len(str(max(int(count) - 1, 0))))
 
 
 def shard_indices(count: int, shard_index: int, shard_count: int) -> List[int]:
@@ -160,16 +165,17 @@ def run_synth(opts: SynthOptions, workers: int = 1, progress: bool = True) -> Di
     from .render import intrinsics_from_fov
     from .randomize import merged_ranges
     from ..robot_config import load_robot_config
+    cfg = load_robot_config(opts.robot)        # bad robot name: fail before creating anything
+    todo_all = shard_indices(opts.count, opts.shard_index, opts.shard_count)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_robot_config(opts.robot)
     fov = opts.fov if opts.fov is not None else float(np.mean(merged_ranges(cfg.synth)["fov_deg"]))
     extras = None if opts.fov is not None else {
         "note": "random field of view per frame: each frame's own K is in camera_data.intrinsics"}
     write_camera_settings(out, intrinsics_from_fov(opts.width, opts.height, fov), opts.width, opts.height,
                           extras=extras)
-    todo_all = shard_indices(opts.count, opts.shard_index, opts.shard_count)
-    todo = [i for i in todo_all if not frame_done(out, frame_name(i))]
+    digits = name_digits(opts.count)
+    todo = [i for i in todo_all if not frame_done(out, frame_name(i, digits))]
     skipped = len(todo_all) - len(todo)
     card_name = "dataset.yaml" if opts.shard_count == 1 else "dataset.shard%dof%d.yaml" % (
         opts.shard_index, opts.shard_count)
