@@ -15,6 +15,7 @@ Bad arguments (wrong shapes, non-finite 3D points, bad K) raise InputError.
 from __future__ import annotations
 
 import itertools
+from math import comb
 from typing import Optional, Tuple
 
 import cv2
@@ -162,46 +163,55 @@ def _msac(p3, p2, K, dist, pose, thr):
     return float(np.sum(np.minimum(err, thr) ** 2)), err
 
 
-def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, loo_max=12):
+def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, max_subsets=28):
     """(rvec, tvec, inlier mask) minimising the MSAC cost, or None.
 
     Hypotheses: all points; if they do not fit tightly (every error under thr / 2; a loose fit of
-    all points may be a wrong pose that absorbed an outlier), every leave-one-out subset (N <=
-    loo_max: one wrong keypoint is the common case; all N are tried because a wrong keypoint
-    does not always have the largest error under the all-points pose); and OpenCV's RANSAC (EPnP
-    on random 5-point samples) when no hypothesis has N - 1 inliers. The best three by MSAC cost
-    are LM-refined on their inliers before the final choice."""
+    all points may be a wrong pose that absorbed an outlier), every subset leaving one point out,
+    then, if none of those has N - 1 inliers, every subset leaving two out (while there are at
+    most max_subsets of them, i.e. N <= 8; all are tried because a wrong keypoint does not
+    always have the largest error under the all-points pose). For more points OpenCV's RANSAC
+    (EPnP on random 5-point samples) replaces the leave-two-out step. Subsets keep >= 5 points.
+    The best three by MSAC cost are LM-refined on their inliers before the final choice."""
     n = len(p3)
     hyps = []
 
-    def add(pose, left_out=None):
+    def add(pose, left_out=()):
         """Adds a hypothesis; True when it is tight."""
         if pose is None or not (np.all(np.isfinite(pose[0])) and np.all(np.isfinite(pose[1]))):
             return False
         cost, err = _msac(p3, p2, K, dist, pose, thr)
         hyps.append((cost, pose, err < thr, err))
-        others = err if left_out is None else np.delete(err, left_out)
-        return bool(np.all(others < 0.5 * thr))
+        return bool(np.all(np.delete(err, list(left_out)) < 0.5 * thr))
 
     tight = add(_epnp(p3, p2, K, dist))
-    if not tight and hyps and max(min_points, 5) <= n - 1 and n <= loo_max:
+    enumerated = 0
+    for k in (1, 2):
+        if tight or n - k < max(min_points, 5) or comb(n, k) > max_subsets:
+            break
+        if k == 2 and any(h[2].sum() >= n - 1 for h in hyps):
+            break
         keep = np.ones(n, bool)
-        for i in range(n):
-            keep[i] = False
+        for out in itertools.combinations(range(n), k):
+            keep[list(out)] = False
             # SQPnP only: half the cost, and the better of the two on near-degenerate layouts.
             tight = add(_epnp(p3[keep], p2[keep], K, dist, flags=(cv2.SOLVEPNP_SQPNP,)),
-                        left_out=i) or tight
-            keep[i] = True
-    if not tight and not any(h[2].sum() >= n - 1 for h in hyps):
+                        left_out=out) or tight
+            keep[list(out)] = True
+        enumerated = k
+    if not tight and enumerated < 2 and not any(h[2].sum() >= n - 1 for h in hyps):
         ok, rvec, tvec, _ = cv2.solvePnPRansac(
             p3, p2, K, dist, iterationsCount=iterations, reprojectionError=thr,
             confidence=confidence, flags=cv2.SOLVEPNP_EPNP)
         if ok:
             add((rvec.reshape(3), tvec.reshape(3)))
-    hyps = [h for h in hyps if h[2].sum() >= min_points]
     if not hyps:
         return None
-    hyps.sort(key=lambda h: h[0])
+    agreed = [h for h in hyps if h[2].sum() >= min_points]
+    if not agreed:    # the caller reports too few inliers with the best count seen
+        h = max(hyps, key=lambda h: h[2].sum())
+        return h[1][0], h[1][1], h[2]
+    hyps = sorted(agreed, key=lambda h: h[0])
     best = None
     for cost, (rvec, tvec), mask, _ in hyps[:3]:
         rvec, tvec = _refine(p3[mask], p2[mask], K, dist, rvec, tvec)
@@ -230,7 +240,8 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
               ransac_reprojection_px: float = 10.0, ransac_iterations: int = 100,
               ransac_confidence: float = 0.999, min_image_extent_px: float = 8.0,
               collinear_tolerance: float = 1e-3, sigma_floor_px: float = 0.0,
-              inlier_px: Optional[float] = None) -> PoseEstimate:
+              inlier_px: Optional[float] = None, min_inliers: Optional[int] = None
+              ) -> PoseEstimate:
     """camera_T_base from 2D-3D correspondences (see module docstring).
 
     points_3d (N, 3) base frame, points_2d (N, 2) raw pixels with NaN rows for missing keypoints,
@@ -240,6 +251,10 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
     ``ransac_confidence``); after the LM refinement a point is an inlier when its reprojection
     error is below ``inlier_px`` (default: ransac_reprojection_px). Non-robust: EPnP/SQPnP + LM
     on every present point.
+    min_inliers (robust only): fewest inliers a pose needs; default min_points for N <= 5
+    present points, else max(min_points, 5): with 6+ keypoints an agreement of 4 is no evidence
+    (some pose fits almost any 4 points within a few pixels; with 3 of 7 keypoints wrong it is
+    a wrong pose more often than not).
     min_image_extent_px: the present points must span at least this many pixels.
     collinear_tolerance: points whose minor spread is below this fraction of their major spread
     (3D, or 2D for a degenerate view) are collinear.
@@ -286,27 +301,30 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
 
     ransac_px = float(ransac_reprojection_px)
     inlier_px = ransac_px if inlier_px is None else float(inlier_px)
+    need = (int(min_inliers) if min_inliers is not None
+            else (min_points if n <= 5 else max(min_points, 5)))
+    if need < 4:
+        raise InputError("min_inliers must be at least 4, got %r" % (min_inliers,))
     try:
         if robust:
-            init = _robust_pose(p3, p2, K, dist, ransac_px, min_points, int(ransac_iterations),
+            init = _robust_pose(p3, p2, K, dist, ransac_px, need, int(ransac_iterations),
                                 float(ransac_confidence))
         else:
             init = _epnp(p3, p2, K, dist)
             init = None if init is None else init + (np.ones(n, bool),)
         if init is None:
-            return fail("solver_failed", "OpenCV EPnP/SQPnP found no pose%s"
-                        % (" explaining %d points" % min_points if robust else ""))
+            return fail("solver_failed", "OpenCV EPnP/SQPnP found no pose")
         rvec, tvec, mask = init
-        if mask.sum() < min_points:
-            return fail("too_few_inliers", "only %d of %d keypoints agree on a pose (%.1f px)"
-                        % (mask.sum(), n, ransac_px))
+        if robust and mask.sum() < need:
+            return fail("too_few_inliers", "no pose that %d of the %d keypoints agree on "
+                        "(within %.1f px; at most %d do)" % (need, n, ransac_px, mask.sum()))
         if not robust:
             rvec, tvec = _refine(p3, p2, K, dist, rvec, tvec)
         if robust:
             # Inliers re-decided on the refined pose, refined once more if they changed.
             err = np.linalg.norm(project(p3, rvec, tvec, K, dist) - p2, axis=1)
             new_mask = err < inlier_px
-            if new_mask.sum() >= min_points and not np.array_equal(new_mask, mask):
+            if new_mask.sum() >= need and not np.array_equal(new_mask, mask):
                 mask = new_mask
                 rvec, tvec = _refine(p3[mask], p2[mask], K, dist, rvec, tvec)
     except cv2.error as exc:
@@ -317,9 +335,9 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
     err = np.linalg.norm(project(p3, rvec, tvec, K, dist) - p2, axis=1)
     if robust:
         mask = err < inlier_px
-        if mask.sum() < min_points:
-            return fail("too_few_inliers", "only %d of %d keypoints reproject within %.1f px"
-                        % (mask.sum(), n, inlier_px))
+        if mask.sum() < need:
+            return fail("too_few_inliers", "only %d of %d keypoints reproject within %.1f px "
+                        "(%d needed)" % (mask.sum(), n, inlier_px, need))
     T = np.eye(4)
     T[:3, :3] = cv2.Rodrigues(rvec)[0]
     T[:3, 3] = tvec

@@ -98,6 +98,36 @@ def test_one_keypoint_moved_80px_is_rejected():
     assert worse_without_robust >= 50
 
 
+def test_two_keypoints_moved_80px_are_rejected():
+    rng = np.random.default_rng(22)
+    rejected = 0
+    for trial in range(60):
+        p3, p2, T = random_view(rng, noise_px=1.0)
+        ks = rng.choice(7, 2, replace=False)
+        for k in ks:
+            angle = rng.uniform(0, 2 * np.pi)
+            p2[k] += 80.0 * np.array([np.cos(angle), np.sin(angle)])
+        est = solve_pnp(p3, p2, K)
+        rejected += bool(est.ok and not est.inliers[ks].any() and est.inliers.sum() == 5)
+    assert rejected >= 57     # a few 5-point layouts are ambiguous
+
+
+def test_four_agreeing_keypoints_of_seven_are_not_enough():
+    """With 3 of 7 keypoints wrong a pose that 4 agree on is usually wrong: refused by default."""
+    rng = np.random.default_rng(23)
+    p3, p2, T = random_view(rng, noise_px=0.5)
+    keep = np.arange(4)
+    bad = p2.copy()
+    bad[4:] += [[90.0, -40.0], [-70.0, 60.0], [50.0, 85.0]]
+    est = solve_pnp(p3, bad, K)
+    assert est.status == "too_few_inliers" and "5 of the 7" in est.reason, est
+    # asking for 4 lets a wrong 4-point agreement through: what the default guards against
+    relaxed = solve_pnp(p3, bad, K, min_inliers=4)
+    assert relaxed.ok and list(np.flatnonzero(relaxed.inliers)) != list(keep)
+    with pytest.raises(InputError, match="min_inliers"):
+        solve_pnp(p3, bad, K, min_inliers=3)
+
+
 def test_missing_keypoints():
     rng = np.random.default_rng(14)
     p3, p2, T = random_view(rng)
