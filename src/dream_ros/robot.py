@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .errors import ConfigError, InputError
 from .robot_config import RobotConfig, load_robot_config
@@ -44,12 +45,9 @@ def _parse_urdf(path: Path):
 
 
 def _rpy_matrix(rpy: Sequence[float]) -> np.ndarray:
-    """URDF rpy: fixed-axis roll (x), pitch (y), yaw (z), i.e. R = Rz(yaw) Ry(pitch) Rx(roll)."""
-    r, p, y = rpy
-    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-                     [-sp, cp * sr, cp * cr]])
+    """URDF rpy: fixed-axis roll (x), pitch (y), yaw (z), i.e. R = Rz(yaw) Ry(pitch) Rx(roll)
+    (scipy's extrinsic "xyz")."""
+    return Rotation.from_euler("xyz", np.asarray(rpy, dtype=float)).as_matrix()
 
 
 def _origin_matrix(origin) -> np.ndarray:
