@@ -307,3 +307,12 @@ def test_every_shipped_robot_config_loads_and_has_finite_fk():
         assert lo.shape == (len(robot.joint_names),) and np.all(lo < hi), name
         kp = robot.keypoints_3d(rng.uniform(lo, hi, size=(20, len(lo))))
         assert kp.shape == (20, robot.num_keypoints, 3) and np.all(np.isfinite(kp)), name
+
+
+def test_urdf_rpy_convention():
+    """URDF rpy = fixed axes: R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    from dream_ros.robot import _rpy_matrix
+    r, p, y = 0.3, -1.1, 2.5
+    Rx = np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
+    Ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
+    assert np.allclose(_rpy_matrix([r, p, y]), rot_z(y) @ Ry @ Rx, atol=1e-12)
