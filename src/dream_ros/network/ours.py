@@ -5,10 +5,23 @@ FPN-style top-down decoder back to stride 4, then a small head giving linear bel
 sigmoid), one channel per keypoint. Input: any H, W divisible by 4 (the default 320x240 is not
 divisible by 32, so the decoder upsamples to each lateral's size); output (H/4, W/4).
 
-Why this shape (measured with scripts/bench_network.py, 2 threads, 320x240, channels_last):
-stride-4 maps keep the decoder cheap, while DREAM's 400x400 full-resolution decoders cost
-0.7-2 s per forward on this CPU; the stride-4 stem does the early high-resolution work with few
-channels. The variants trade accuracy capacity for speed; see NETWORK_INFO and the docs.
+Why this shape: DREAM's 400x400 nets cost 80-175 GFLOPs, 0.7-2 s per forward on this CPU. A
+stride-4 output keeps the decoder cheap (80x60 maps at 320x240), and the stride-4 stem does the
+high-resolution work with few channels. Measured with ``scripts/bench_network.py --cpu-time``
+(1 thread, process CPU time, so robust to the shared machine's load; 320x240, 7 keypoints):
+
+    arch             GFLOPs  params  torch NCHW  torch ch.last  ONNX RT  training (batch 8)
+    dream_lite_s4     1.98   2.89M     30.5 ms       24.0 ms   19.0 ms   14.7 img/CPU-s
+    dream_res18_s4    2.83   2.99M     38.0 ms       33.9 ms   26.5 ms   10.6 img/CPU-s
+    dream_tiny_s4     0.91   0.92M     15.9 ms       13.4 ms    9.8 ms   29.8 img/CPU-s
+
+(training: forward + backward + AdamW step, channels_last, process CPU time, 2026-11-24.)
+Default ``dream_lite_s4``: within the 25 ms budget even on one core and ~30% cheaper to run
+and train than dream_res18_s4 (the probe's ResNet-18-like 2x[32,64,128,256] encoder, here with
+a 96-channel decoder; cpu-training-probe.md) at the same parameter count: one block fewer at
+stride 4, where a block costs most. ``dream_tiny_s4`` trains 2x more images per CPU-second;
+which one is more accurate per training hour is for training to show.
+Do not change an existing entry of _ARCHS: saved models rebuild their net from its name.
 """
 from __future__ import annotations
 
