@@ -111,3 +111,15 @@ def test_errors():
     wrong = torch_detector((FixedMaps([[1.0, 1.0]] * 2, (80, 60)), cfg))
     with pytest.raises(ConfigError, match="keypoints"):
         wrong.detect(np.zeros((48, 64, 3), np.uint8))
+
+
+def test_dream_model_runs_through_detector_with_torch_backend():
+    from dream_ros.network.codec import BeliefMapCodec as Codec
+    from dream_ros.network.dream_arch import build_dream_network
+    cfg = ModelConfig(robot="panda", keypoint_names=NAMES, keypoint_frames=NAMES, arch="vgg_q",
+                      input_size=(64, 64), output_size=(16, 16), preprocessing="resize",
+                      half_pixel=False, codec=Codec.dream((16, 16)).to_dict())
+    det = KeypointDetector((build_dream_network("vgg_q", 3), cfg), device="cpu")
+    assert det.backend == "torch" and det.codec.refine == "mean5"
+    out = det.detect(np.zeros((48, 64, 3), np.uint8), return_belief=True)
+    assert out.belief_maps.shape == (3, 16, 16) and out.image_size == (64, 48)
