@@ -35,6 +35,7 @@ class SynthOptions:
     photos: bool = True
     shard_index: int = 0
     shard_count: int = 1
+    msaa: int = 0                       # multisampling (0 = off: fastest)
 
 
 class FrameGenerator:
@@ -47,7 +48,7 @@ class FrameGenerator:
         from .scene import RobotScene
         self.opts = opts
         self.scene = RobotScene(opts.robot, n_distractors=opts.distractors,
-                                max_width=opts.width, max_height=opts.height)
+                                max_width=opts.width, max_height=opts.height, msaa=opts.msaa)
         self.renderer = SceneRenderer(self.scene, opts.width, opts.height)
         self.backgrounds = BackgroundSource(opts.width, opts.height, photos=opts.photos)
         self.randomizer = Randomizer(self.scene, opts.width, opts.height, fixed_fov_deg=opts.fov)
@@ -90,8 +91,8 @@ _GEN: Optional[FrameGenerator] = None
 
 
 def _same_scene(a: SynthOptions, b: SynthOptions) -> bool:
-    return (a.robot, a.width, a.height, a.distractors, a.photos) == (b.robot, b.width, b.height,
-                                                                     b.distractors, b.photos)
+    return ((a.robot, a.width, a.height, a.distractors, a.photos, a.msaa)
+            == (b.robot, b.width, b.height, b.distractors, b.photos, b.msaa))
 
 
 def _init_worker(opts: SynthOptions):

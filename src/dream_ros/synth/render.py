@@ -159,11 +159,13 @@ class RobotRenderer:
     """
 
     def __init__(self, robot: Union[str, Path, RobotConfig], width: int, height: int,
-                 markers: bool = False, n_distractors: int = 0, scene: Optional[RobotScene] = None):
+                 markers: bool = False, n_distractors: int = 0, scene: Optional[RobotScene] = None,
+                 msaa: int = 0):
+        """msaa: multisample count (0 = off, the fast default; 4 smooths edges at ~2.5x cost)."""
         self.width, self.height = int(width), int(height)
         self.scene = scene if scene is not None else RobotScene(
             robot, n_distractors=n_distractors, markers=markers,
-            max_width=max(self.width, 64), max_height=max(self.height, 64))
+            max_width=max(self.width, 64), max_height=max(self.height, 64), msaa=msaa)
         self.renderer = SceneRenderer(self.scene, self.width, self.height)
 
     @property
