@@ -33,6 +33,8 @@ CACHE_DIR = Path(os.environ.get("DREAM_ROS_CACHE", Path.home() / ".cache" / "dre
 
 
 def _mj():
+    # mujoco picks its GL backend at import: default to headless EGL unless the user chose one
+    os.environ.setdefault("MUJOCO_GL", "egl")
     import mujoco  # heavy; imported lazily so `--help` stays fast
     return mujoco
 
