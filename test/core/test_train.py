@@ -151,3 +151,23 @@ def test_resume_restores_weights_optimizer_and_counters(tmp_path):
     from dream_ros.errors import ConfigError
     with pytest.raises(ConfigError):
         train(_cfg(tmp_path, max_steps=4, resume=True, arch="dream_lite_s4"))
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
+    import torch
+    from dream_ros.network.model_file import load_model
+    from dream_ros.train.export import build_net, export_run, _load
+    from dream_ros.train.loop import train
+    train(_cfg(tmp_path, max_steps=1, input_size=(320, 240)))
+    out = export_run(str(tmp_path / "run"), str(tmp_path / "m.pt"), card=str(tmp_path / "m.md"))
+    net, cfg = load_model(str(out))
+    assert cfg.arch == "dream_tiny_s4" and cfg.input_size == (320, 240) and cfg.output_size == (80, 60)
+    assert cfg.training["images_seen"] == 4 and cfg.training["commands"]
+    assert cfg.preprocessing == "letterbox" and out.stat().st_size < 25 * 1024 * 1024
+    ref = build_net(_load(str(tmp_path / "run"), "last"))
+    x = torch.randn(1, 3, 240, 320)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), atol=2e-3, rtol=2e-2)   # fp16 weights
+    card = (tmp_path / "m.md").read_text()
+    assert "images seen (cumulative) | 4 |" in card and "## Notes" in card

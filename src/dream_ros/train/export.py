@@ -84,8 +84,8 @@ def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[st
     if size > MAX_MODEL_BYTES:
         raise ConfigError("exported model is %.1f MB, over the %d MB git limit"
                           % (size / 1e6, MAX_MODEL_BYTES // (1024 * 1024)))
-    print("exported %s (%s checkpoint: %d images seen, %.2f h) -> %s (%.2f MB)"
-          % (state["_path"], which, prov["images_seen"], prov["wall_hours"], out, size / 1e6))
+    print("exported %s (%d images seen, %.2f h) -> %s (%.2f MB)"
+          % (state["_path"], prov["images_seen"], prov["wall_hours"], out, size / 1e6))
     if card:
         write_card(Path(card), out, state, prov, metrics)
         print("model card -> %s" % card)
@@ -175,4 +175,5 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
