@@ -133,23 +133,33 @@ class Randomizer:
         return world_T_optical, K, closeup, float(fov)
 
     def apply_lights(self, rng, world_T_optical):
+        """Light 0: key light from the upper hemisphere. Light 1: usually a fill light near the
+        camera (so views from below or behind are not black), else a second random light or off."""
         m = self.scene.model
         target = self.scene.world_T_base()[:3, 3] + np.array([0.0, 0.0, 0.4])
+        cam = world_T_optical[:3, 3]
         for i in range(m.nlight):
-            if i == 0 or rng.random() < 0.7:
+            kind = "key" if i == 0 else ("fill" if rng.random() < 0.6 else
+                                         ("key" if rng.random() < 0.5 else "off"))
+            if kind == "off":
+                m.light_active[i] = 0
+                continue
+            if kind == "key":
                 az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(10), np.radians(85))
                 pos = target + rng.uniform(1.5, 4) * np.array([np.cos(el) * np.cos(az),
                                                                np.cos(el) * np.sin(az), np.sin(el)])
-                d = target - pos
-                tint = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.35), 1.0))
-                m.light_pos[i] = pos
-                m.light_dir[i] = d / np.linalg.norm(d)
-                m.light_diffuse[i] = tint * rng.uniform(0.25, 0.9)
-                m.light_specular[i] = rng.uniform(0.0, 0.5)
-                m.light_ambient[i] = tint * rng.uniform(0.0, 0.35)
-                m.light_active[i] = 1
+                diffuse, ambient = rng.uniform(0.35, 1.0), rng.uniform(0.05, 0.35)
             else:
-                m.light_active[i] = 0
+                pos = cam + rng.uniform(-1.0, 1.0, 3) + np.array([0.0, 0.0, rng.uniform(0.0, 1.0)])
+                diffuse, ambient = rng.uniform(0.2, 0.7), rng.uniform(0.0, 0.15)
+            d = target - pos
+            tint = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.3), 1.0))
+            m.light_pos[i] = pos
+            m.light_dir[i] = d / np.linalg.norm(d)
+            m.light_diffuse[i] = tint * diffuse
+            m.light_specular[i] = rng.uniform(0.0, 0.6)
+            m.light_ambient[i] = tint * ambient
+            m.light_active[i] = 1
 
     def apply_colors(self, rng) -> bool:
         """Random link colours (one colour per link, sometimes per sub-mesh) or true materials."""
