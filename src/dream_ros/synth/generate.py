@@ -133,6 +133,21 @@ def package_versions() -> Dict[str, str]:
     return out
 
 
+def code_version() -> str:
+    """git commit of the dream_ros checkout ('+dirty' with local changes), or 'unknown'."""
+    import subprocess
+    from ..resources import REPO_ROOT
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(REPO_ROOT),
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src/dream_ros/synth",
+                                "config/robots"], cwd=str(REPO_ROOT), capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+    except Exception:
+        return "unknown"
+
+
 def dataset_card(opts: SynthOptions, done: int, skipped: int, seconds: float) -> Dict:
     from ..robot_config import load_robot_config
     from .backgrounds import PHOTO_LICENSES
@@ -140,6 +155,7 @@ def dataset_card(opts: SynthOptions, done: int, skipped: int, seconds: float) ->
     cfg = load_robot_config(opts.robot)
     return {
         "generator": "dream_ros synth",
+        "code_version": code_version(),
         "robot": cfg.name, "dream_name": cfg.dream_name, "urdf": cfg.urdf_uri,
         "keypoints": [{"name": k.name, "link": k.link, "offset": [float(x) for x in k.offset]}
                       for k in cfg.keypoints],
