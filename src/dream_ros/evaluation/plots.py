@@ -97,8 +97,9 @@ def overlay(rgb: np.ndarray, names: Sequence[str], uv_pred: np.ndarray, uv_gt: n
     s = max(1, int(round(max(h, w) / 640.0)))
     for g in np.asarray(uv_gt, float):
         if np.all(np.isfinite(g)) and np.all(np.abs(g) < 1e5):
-            cv2.circle(img, (int(round(g[0])), int(round(g[1]))), 9 * s, (255, 255, 255), s,
-                       cv2.LINE_AA)
+            c = (int(round(g[0])), int(round(g[1])))
+            cv2.circle(img, c, 9 * s, (0, 0, 0), 3 * s, cv2.LINE_AA)     # dark halo: visible on
+            cv2.circle(img, c, 9 * s, (255, 255, 255), s, cv2.LINE_AA)   # the white robot too
     return img
 
 
