@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Optional
 
@@ -88,8 +88,8 @@ class DemoMonitor:
         self.saved_overlays = []
         self.history = []
         self.done = False                              # judged: stop printing
-        self.rejections = 0
-        self.last_rejection, self.last_rejection_print = "", -1e9
+        self.rejections = Counter()
+        self.last_rejection, self.last_rejection_print = "", time.time() - self.start
         rospy.Subscriber(truth_topic, TransformStamped, self._on_truth, queue_size=1)
         rospy.Subscriber(pose_topic, PoseEstimate, self._on_pose, queue_size=20)
         rospy.Subscriber(overlay_topic, Image, self._on_overlay, queue_size=2, buff_size=2 ** 24)
@@ -114,16 +114,13 @@ class DemoMonitor:
         if self.first_msg_time is None:
             self.first_msg_time = t
         if msg.status not in OK_STATUSES:
-            # The same rejection over and over is one line every few seconds, with a count.
-            code = msg.reason.split(":", 1)[0]
-            self.rejections += 1
-            if code != self.last_rejection or t - self.last_rejection_print > 5.0:
-                print("[%6.1fs] %-10s %s%s" % (t, msg.status, msg.reason,
-                                               "  (x%d)" % self.rejections
-                                               if self.rejections > 1 else ""), flush=True)
-                self.last_rejection, self.last_rejection_print = code, t
-                self.rejections = 0
+            # Rejections are summarised: one line every few seconds with the counts per reason.
+            self.rejections[msg.reason.split(":", 1)[0]] += 1
+            self.last_rejection = msg.reason
+            if t - self.last_rejection_print > 5.0:
+                self._flush_rejections(t)
             return
+        self._flush_rejections(t)
         if self.truth is None:
             print("[%6.1fs] %-10s (no ground truth yet on %s)" % (t, msg.status, self.truth_topic),
                   flush=True)
@@ -146,6 +143,16 @@ class DemoMonitor:
             if self.converged_at is None:
                 self.converged_at = t
             self.after_converged += 1
+
+    def _flush_rejections(self, t: float) -> None:
+        if self.rejections:
+            n = sum(self.rejections.values())
+            print("[%6.1fs] rejected   %d frame%s: %s; last: %s" % (
+                t, n, "s" if n > 1 else "",
+                ", ".join("%s %d" % kv for kv in self.rejections.most_common()),
+                self.last_rejection), flush=True)
+            self.rejections.clear()
+        self.last_rejection_print = t
 
     # -- the run -----------------------------------------------------------------------------------
     def wait(self, watch_pid: int = 0) -> bool:
@@ -187,7 +194,7 @@ class DemoMonitor:
         for k, i in enumerate(idx):
             status, frames_used, msg = items[i]
             bgr = bridge.imgmsg_to_cv2(msg, desired_encoding="bgr8")
-            path = self.out / ("overlay_%02d_%s.png" % (k, status or "start"))
+            path = self.out / ("overlay_%02d.png" % k)
             ok, buf = cv2.imencode(".png", bgr)
             if ok:
                 fd, tmp = tempfile.mkstemp(dir=str(self.out), suffix=".tmp")
