@@ -194,8 +194,10 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
     rng = np.random.default_rng(0)
     times = {k: [] for k in STAGES + ("overlay", "decode_jpeg", "e2e")}
     pnp_on_labels = 0
+    cpu_s = 0.0
     _reset_peak_rss()
     for i in range(warmup + n_frames):
+        c0 = time.process_time()
         rgb_src, joints, K, camera_T_base = stream[i % len(stream)]
         t = [time.perf_counter()]
         rgb = np.frombuffer(raw[i % len(raw)], np.uint8).reshape(H, W, 3)
@@ -215,6 +217,7 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
             uv = uv + rng.normal(0.0, 1.0, uv.shape)
         est = solve_pnp(pts, uv, K)
         t.append(time.perf_counter())
+        c1 = time.process_time()
         det = Detections(pipe.names, uv, np.ones(len(uv)), np.all(np.isfinite(uv), axis=1), (W, H))
         t_ov = time.perf_counter()
         calibration_overlay(rgb, det, est if est.ok else None, pts, K=K,
@@ -226,6 +229,7 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
         if i < warmup:
             continue
         pnp_on_labels += int(use_labels)
+        cpu_s += c1 - c0
         for k, a, b in zip(STAGES, t[:-1], t[1:]):
             times[k].append(b - a)
         times["e2e"].append(t[-1] - t[0])
@@ -241,6 +245,9 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
         "fps_jpeg_input": n_frames / float(sum(times["e2e"]) - sum(times["decode"])
                                            + sum(times["decode_jpeg"])),
         "pnp_on_true_keypoints_frames": pnp_on_labels,
+        # CPU time of this process (all its threads) per frame, decode..PnP: less sensitive to
+        # other jobs on the machine than wall time (with 2 threads, wall >= cpu / 2)
+        "cpu_ms_per_frame": 1000.0 * cpu_s / n_frames,
         "peak_rss_mb": _peak_rss_mb(),
     }
     return res
@@ -282,6 +289,7 @@ def _print_table(rows: List[Dict], out) -> None:
              ("frames/s with overlay", lambda r: "%.2f" % r["fps_with_overlay"]),
              ("frames/s from JPEG", lambda r: "%.2f" % r["fps_jpeg_input"]),
              ("throughput vs VGG-Q", lambda r: ("%.1fx" % (r["fps"] / ref)) if ref else "-"),
+             ("CPU ms per frame (e2e)", lambda r: "%.1f" % r["cpu_ms_per_frame"]),
              ("peak RSS (MB)", lambda r: "%.0f" % r["peak_rss_mb"]),
              ("parameters (M)", lambda r: "%.2f" % (r["params"] / 1e6)),
              ("network input", lambda r: "%dx%d" % tuple(r["input_size"])),
@@ -344,6 +352,7 @@ def run(args) -> int:
         "default_network_median_ms": rows[0]["stages_ms"]["network"]["median"],
         "default_random_weights": rows[0]["note"].startswith("RANDOM"),
         "default_node_path_fps": node["fps"],
+        "default_cpu_ms_per_frame": rows[0]["cpu_ms_per_frame"],
         "load_average_1min": load[0],
     }
     for r in rows[1:]:

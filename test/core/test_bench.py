@@ -31,7 +31,7 @@ def test_bench_reports_stages_and_ratio_to_vgg_q(capsys):
         parts = sum(m["stages_ms"][s]["median"] for s in ("decode", "preprocess", "network",
                                                           "peaks", "fk", "pnp"))
         assert m["stages_ms"]["e2e"]["median"] == pytest.approx(parts, rel=1e-6)
-        assert m["peak_rss_mb"] > 0 and m["frames"] >= 1
+        assert m["peak_rss_mb"] > 0 and m["frames"] >= 1 and m["cpu_ms_per_frame"] > 0
     assert m["params"] == 22220615                       # DREAM VGG-Q, as in dream-compat.md
     node = res["models"][0]["node_path"]                 # the node's own call, as a cross-check
     assert node["frames"] == 2 and node["median"] > 0 and res["default_node_path_fps"] > 0
