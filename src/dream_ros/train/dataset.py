@@ -192,6 +192,8 @@ def _preprocessor(input_size):
 
 def image_to_tensor(image: np.ndarray):
     import torch
+    if not image.flags.writeable:          # PIL-backed arrays are read-only
+        image = image.copy()
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     return t.sub_(0.5).div_(0.5)
 
