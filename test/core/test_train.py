@@ -171,3 +171,13 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
         torch.testing.assert_close(net(x), ref(x), atol=2e-3, rtol=2e-2)   # fp16 weights
     card = (tmp_path / "m.md").read_text()
     assert "images seen (cumulative) | 4 |" in card and "## Notes" in card
+    # --init fine-tunes from the exported file: same arch, its weights and preprocessing
+    import torch as _t
+    from dream_ros.train.checkpoint import load_checkpoint
+    res = train(_cfg(tmp_path, out=str(tmp_path / "ft"), arch=None, input_size=None, init=str(out),
+                     max_steps=1, lr=0.0))
+    st = load_checkpoint(tmp_path / "ft")
+    assert st["arch"] == "dream_tiny_s4" and st["provenance"]["init"] == str(out)
+    assert st["spec"]["preprocessing"] == "letterbox" and st["input_size"] == [320, 240]
+    k = "stem.0.0.weight"
+    _t.testing.assert_close(st["model"][k], net.state_dict()[k])          # lr 0: unchanged

@@ -36,9 +36,12 @@ def build_augmenter(strength: str = "strong"):
                          noise_scale_factor=1.0, p=0.5),
             A.RandomBrightnessContrast(brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2),
                                        brightness_by_max=False, ensure_safe_range=False, p=0.5),
+            # DREAM used a REFLECT_101 border; albumentations 2.x then adds mirrored copies of
+            # the keypoints (a variable number), which one-map-per-keypoint labels cannot hold,
+            # so the border here is constant (the only deviation from DREAM's recipe).
             A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
                      shear=(0.0, 0.0), interpolation=cv2.INTER_LINEAR,
-                     border_mode=cv2.BORDER_REFLECT_101, fill=0, p=0.5),
+                     border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
         ], keypoint_params=kp)
     if strength != "strong":
         raise InputError("augmentation strength must be none, dream or strong, not %r" % strength)

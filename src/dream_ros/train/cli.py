@@ -19,16 +19,18 @@ import sys
 # torch is not imported yet, which holds for `python -m dream_ros train` (heavy imports are lazy).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-DEFAULT_ARCH = "dream_tiny_s4"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="NDDS dataset directory (repeatable); re-scanned every epoch")
     p.add_argument("--robot", default="panda", help="robot config name or YAML path")
-    p.add_argument("--arch", default=DEFAULT_ARCH, help="network architecture (network/ours.py)")
+    p.add_argument("--arch", default=None,
+                   help="network architecture: ours (network/ours.py) or DREAM's (vgg_q, resnet_h...);"
+                        " default: the --init model's, else dream_tiny_s4")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory: checkpoints, logs, TensorBoard")
-    p.add_argument("--input-size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+                   help="network input; default: the architecture's (or --init model's)")
     p.add_argument("--epochs", type=int, default=1000000,
                    help="number of epochs (each draws --epoch-images frames)")
     p.add_argument("--epoch-images", type=int, default=4000,
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from .loop import TrainConfig, train
     cfg = TrainConfig(
         data=list(args.data), out=args.out, robot=args.robot, arch=args.arch,
-        input_size=tuple(args.input_size), epochs=args.epochs, epoch_images=args.epoch_images,
+        input_size=tuple(args.input_size) if args.input_size else None, epochs=args.epochs, epoch_images=args.epoch_images,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,

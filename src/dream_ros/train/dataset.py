@@ -169,33 +169,31 @@ def load_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
 
 
-def to_input(image: np.ndarray, xy: np.ndarray, input_size: Tuple[int, int]
+def to_input(image: np.ndarray, xy: np.ndarray, input_size: Tuple[int, int], pre=None
              ) -> Tuple[np.ndarray, np.ndarray]:
     """Raw image -> net input with the exact Preprocessor the detector uses; keypoints mapped alike."""
     h, w = image.shape[:2]
     if (w, h) == tuple(input_size):
         return image, xy                # our renders are already at the input size
-    pre = _preprocessor(tuple(input_size))
+    pre = pre or make_preprocessor(tuple(input_size))
     img, geo = pre.image(image)
     return img, geo.to_input(xy).astype(np.float32)
 
 
-_PRE = {}
-
-
-def _preprocessor(input_size):
+def make_preprocessor(input_size, mode: str = PREPROCESSING, half_pixel=None,
+                      mean=IMAGE_MEAN, std=IMAGE_STD):
     from ..network.preprocess import Preprocessor
-    if input_size not in _PRE:
-        _PRE[input_size] = Preprocessor(PREPROCESSING, input_size, IMAGE_MEAN, IMAGE_STD)
-    return _PRE[input_size]
+    return Preprocessor(mode, tuple(input_size), tuple(mean), tuple(std), half_pixel=half_pixel)
 
 
-def image_to_tensor(image: np.ndarray):
+def image_to_tensor(image: np.ndarray, mean=IMAGE_MEAN, std=IMAGE_STD):
     import torch
     if not image.flags.writeable:          # PIL-backed arrays are read-only
         image = image.copy()
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return t.sub_(0.5).div_(0.5)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    sd = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return t.sub_(m).div_(sd)
 
 
 class KeypointDataset:
@@ -207,8 +205,12 @@ class KeypointDataset:
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_size: Tuple[int, int],
-                 output_size: Tuple[int, int], augment: str = "none"):
+                 output_size: Tuple[int, int], augment: str = "none",
+                 preprocessing: str = PREPROCESSING, half_pixel=None,
+                 mean=IMAGE_MEAN, std=IMAGE_STD):
         self.records = list(records)
+        self.pre = make_preprocessor(input_size, preprocessing, half_pixel, mean, std)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = tuple(input_size)
         self.output_size = tuple(output_size)
         self.augment = augment
@@ -227,7 +229,7 @@ class KeypointDataset:
             xy_raw_img = xy_raw * np.array([w / r.raw_size[0], h / r.raw_size[1]], dtype=np.float32)
         else:
             xy_raw_img = xy_raw
-        image, xy_in = to_input(image, xy_raw_img, self.input_size)
+        image, xy_in = to_input(image, xy_raw_img, self.input_size, self.pre)
         if self.augment != "none":
             if self._aug is None:       # built lazily inside the worker process
                 from ..data.augment import build_augmenter
@@ -241,11 +243,11 @@ class KeypointDataset:
         if (w, h) == (W, H):
             gs, gb = np.ones(2), np.zeros(2)
         else:
-            g = _preprocessor((W, H)).geometry((w, h))
+            g = self.pre.geometry((w, h))
             gs, gb = np.asarray(g.scale), np.asarray(g.shift)
         s_in = np.array([W / w_out, H / h_out])
         img_to_raw = np.array([r.raw_size[0] / w, r.raw_size[1] / h])
         scale = np.concatenate([s_in / gs * img_to_raw, -gb / gs * img_to_raw]).astype(np.float32)
         raw_size = np.array(r.raw_size, dtype=np.float32)
-        return (image_to_tensor(image), torch.from_numpy(xy_out), torch.from_numpy(xy_raw),
+        return (image_to_tensor(image, self.mean, self.std), torch.from_numpy(xy_out), torch.from_numpy(xy_raw),
                 torch.from_numpy(scale), torch.from_numpy(raw_size))

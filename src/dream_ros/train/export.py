@@ -18,7 +18,6 @@ from ..errors import ConfigError, InputError
 from . import checkpoint as ckpt
 
 MAX_MODEL_BYTES = 25 * 1024 * 1024
-from .dataset import PREPROCESSING  # noqa: E402  (train and inference must preprocess alike)
 
 
 def _load(run_or_ckpt: str, which: str) -> Dict[str, Any]:
@@ -59,8 +58,8 @@ def provenance_of(state: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def build_net(state: Dict[str, Any]):
-    from ..network.ours import build_network
-    net = build_network(state["arch"], len(state["keypoint_names"]))
+    from .loop import _build
+    net = _build(state["arch"], len(state["keypoint_names"]))
     net.load_state_dict(state["model"])
     return net.eval()
 
@@ -98,9 +97,13 @@ def _save(out: Path, net, state, prov, metrics) -> None:
     robot = load_robot_config(state.get("robot", "panda"))
     links = {k.name: k.link for k in robot.keypoints}
     names = list(state["keypoint_names"])
-    cfg = ModelConfig.for_ours(
-        robot.name, names, [links.get(n, n) for n in names], arch=state["arch"],
-        input_size=tuple(state["input_size"]), preprocessing=PREPROCESSING,
+    from .loop import _default_spec
+    spec = dict(state.get("spec") or _default_spec(state["arch"], state["input_size"]))
+    cfg = ModelConfig(
+        robot=robot.name, keypoint_names=names, keypoint_frames=[links.get(n, n) for n in names],
+        arch=state["arch"], input_size=tuple(state["input_size"]),
+        output_size=tuple(state["output_size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
+        preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
         codec=dict(state["codec"]), training=prov, metrics=metrics)
     if tuple(cfg.output_size) != tuple(state["output_size"]):
         raise ConfigError("model config output %s differs from the trained %s"
@@ -126,8 +129,9 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
         "",
         "| | |", "|---|---|",
         "| file | `%s` (%.2f MB, fp16 weights) |" % (model_path, model_path.stat().st_size / 1e6),
-        "| architecture | `%s` (%.2f M parameters), input %dx%d RGB (letterbox), output %dx%d belief maps |"
+        "| architecture | `%s` (%.2f M parameters), input %dx%d RGB (%s), output %dx%d belief maps |"
         % (state["arch"], n_params / 1e6, state["input_size"][0], state["input_size"][1],
+           (state.get("spec") or {}).get("preprocessing", "letterbox"),
            state["output_size"][0], state["output_size"][1]),
         "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
         "| label codec | %s |" % json.dumps(state["codec"]),

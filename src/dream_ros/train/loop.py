@@ -24,7 +24,10 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from . import checkpoint as ckpt
 from . import distributed as dist_util
-from .dataset import FrameIndex, KeypointDataset
+from .dataset import IMAGE_MEAN, IMAGE_STD, PREPROCESSING, FrameIndex, KeypointDataset
+
+
+DEFAULT_ARCH = "dream_tiny_s4"   # best accuracy per CPU-hour here (docs in models/panda_default.md)
 
 
 @dataclasses.dataclass
@@ -32,8 +35,8 @@ class TrainConfig:
     data: List[str]
     out: str
     robot: str = "panda"
-    arch: str = "default"
-    input_size: Sequence[int] = (320, 240)
+    arch: Optional[str] = None       # None: the --init model's arch, else DEFAULT_ARCH
+    input_size: Optional[Sequence[int]] = None   # None: the arch's (or --init model's) default
     epochs: int = 1000000            # bounded by --max-minutes in practice
     epoch_images: int = 4000
     batch_size: int = 24
@@ -149,22 +152,57 @@ def _output_size(net, input_size, device):
     return (int(y.shape[-1]), int(y.shape[-2])), int(y.shape[1])
 
 
-def _init_from(net, path: str, log) -> Dict[str, Any]:
-    """Copy every weight of a shipped/DREAM model whose name and shape match (fine-tuning)."""
-    import torch
+def _build(arch: str, n_kp: int):
+    from ..network.dream_arch import DREAM_ARCHS, build_dream_network
+    from ..network.ours import build_network
+    return build_dream_network(arch, n_kp) if arch in DREAM_ARCHS else build_network(arch, n_kp)
+
+
+def _default_spec(arch: str, input_size) -> Dict[str, Any]:
+    """How a fresh network of ``arch`` sees images: ours letterbox 320x240, DREAM's resize 400x400."""
+    from ..network.dream_arch import DREAM_ARCHS
+    from ..network.ours import NETWORK_INFO
+    if arch in DREAM_ARCHS:
+        return {"arch": arch, "input_size": list(input_size or (400, 400)), "preprocessing": "resize",
+                "half_pixel": False, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD), "codec": None}
+    if arch not in NETWORK_INFO:
+        raise ConfigError("unknown architecture %r (ours: %s; DREAM's: %s)"
+                          % (arch, sorted(NETWORK_INFO), list(DREAM_ARCHS)))
+    return {"arch": arch, "input_size": list(input_size or NETWORK_INFO[arch]["default_input"]),
+            "preprocessing": PREPROCESSING, "half_pixel": None, "mean": list(IMAGE_MEAN),
+            "std": list(IMAGE_STD), "codec": None}
+
+
+def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
+    """Network + spec for fine-tuning from a shipped model or DREAM weights (``--init``).
+
+    Same architecture: every weight, the preprocessing and the label codec come from the model.
+    Another architecture: weights whose name and shape match are copied, the rest start fresh.
+    """
     from ..network.model_file import load_model
-    src, src_cfg = load_model(path)
+    src, mcfg = load_model(cfg.init)
+    if list(mcfg.keypoint_names) != list(names):
+        raise ConfigError("--init %s has keypoints %s, the robot config %s"
+                          % (cfg.init, mcfg.keypoint_names, list(names)))
+    arch = cfg.arch or mcfg.arch
+    if arch == mcfg.arch:
+        spec = {"arch": arch, "input_size": list(cfg.input_size or mcfg.input_size),
+                "preprocessing": mcfg.preprocessing, "half_pixel": mcfg.half_pixel,
+                "mean": list(mcfg.mean), "std": list(mcfg.std), "codec": dict(mcfg.codec)}
+        log("init: all weights, preprocessing %s and codec from %s" % (mcfg.preprocessing, cfg.init))
+        return src.train(), spec, {"init": str(cfg.init), "init_tensors": len(src.state_dict())}
+    net = _build(arch, len(names))
     mine = net.state_dict()
-    theirs = {k[len("module."):] if k.startswith("module.") else k: v
-              for k, v in src.state_dict().items()}
-    copied = {k: v.to(mine[k].dtype) for k, v in theirs.items()
+    copied = {k: v.to(mine[k].dtype) for k, v in src.state_dict().items()
               if k in mine and tuple(v.shape) == tuple(mine[k].shape)}
     if not copied:
-        raise ConfigError("--init %s: no weight matches this architecture by name and shape" % path)
+        raise ConfigError("--init %s (%s): no weight matches %s by name and shape"
+                          % (cfg.init, mcfg.arch, arch))
     mine.update(copied)
     net.load_state_dict(mine)
-    log("init: copied %d/%d tensors from %s" % (len(copied), len(mine), path))
-    return {"init": str(path), "init_tensors": len(copied)}
+    log("init: copied %d/%d tensors from %s" % (len(copied), len(mine), cfg.init))
+    return net, _default_spec(arch, cfg.input_size), {"init": str(cfg.init),
+                                                     "init_tensors": len(copied)}
 
 
 class _Log:
@@ -185,7 +223,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from ..network.codec import BeliefMapCodec
-    from ..network.ours import build_network
     from ..robot_config import load_robot_config
 
     ctx = dist_util.setup()
@@ -203,25 +240,44 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     robot = load_robot_config(cfg.robot)
     names = robot.keypoint_names
     torch.manual_seed(cfg.seed + rank)
-    net = build_network(cfg.arch, len(names)).to(device)
-    out_size, n_out = _output_size(net, cfg.input_size, device)
+    state = ckpt.load_checkpoint(run_dir) if cfg.resume else None
+    init_prov: Dict[str, Any] = {}
+    if state is not None:
+        spec = dict(state.get("spec") or _default_spec(state["arch"], state["input_size"]))
+        spec["codec"] = state.get("codec")
+        if (cfg.arch and cfg.arch != spec["arch"]) or \
+                (cfg.input_size and list(cfg.input_size) != list(spec["input_size"])):
+            raise ConfigError("checkpoint in %s is arch %s at %s, not %s at %s"
+                              % (run_dir, spec["arch"], spec["input_size"], cfg.arch,
+                                 list(cfg.input_size or spec["input_size"])))
+        net = _build(spec["arch"], len(names))
+    elif cfg.init:
+        net, spec, init_prov = _init_from(cfg, names, log)
+    else:
+        spec = _default_spec(cfg.arch or DEFAULT_ARCH, cfg.input_size)
+        net = _build(spec["arch"], len(names))
+    arch, input_size = spec["arch"], tuple(spec["input_size"])
+    net = net.to(device)
+    out_size, n_out = _output_size(net, input_size, device)
     if n_out != len(names):
-        raise ConfigError("network %s gives %d maps for %d keypoints" % (cfg.arch, n_out, len(names)))
-    codec = BeliefMapCodec()
+        raise ConfigError("network %s gives %d maps for %d keypoints" % (arch, n_out, len(names)))
+    if spec.get("codec"):
+        codec = BeliefMapCodec.from_dict(spec["codec"])
+    else:
+        from ..network.dream_arch import DREAM_ARCHS
+        codec = BeliefMapCodec.dream(out_size) if arch in DREAM_ARCHS else BeliefMapCodec()
+    spec["codec"] = codec.to_dict()
     net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")   # mixed precision on CUDA
+    data_kw = dict(preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
+                   mean=spec["mean"], std=spec["std"])
 
     counters = {"images_seen": 0, "steps": 0, "epoch": 0, "wall_hours": 0.0, "sessions": 0}
     history: List[Dict[str, Any]] = []
     provenance: Dict[str, Any] = {"commands": [], "data": list(cfg.data), "seed": cfg.seed}
     best_score = -1.0
-    state = ckpt.load_checkpoint(run_dir) if cfg.resume else None
     if state is not None:
-        if state.get("arch") != cfg.arch or list(state.get("input_size")) != list(cfg.input_size):
-            raise ConfigError("checkpoint in %s is arch %s at %s, not %s at %s"
-                              % (run_dir, state.get("arch"), state.get("input_size"), cfg.arch,
-                                 list(cfg.input_size)))
         net.load_state_dict(state["model"])
         try:
             opt.load_state_dict(state["optimizer"])
@@ -234,7 +290,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         log("resumed %s: %d images seen, %.2f h, step %d, best PCK AUC %.4f"
             % (run_dir, counters["images_seen"], counters["wall_hours"], counters["steps"], best_score))
     elif cfg.init:
-        provenance.update(_init_from(net, cfg.init, log))
+        provenance.update(init_prov)
     elif cfg.resume:
         log("no checkpoint in %s yet: starting from scratch" % run_dir)
     counters["sessions"] = int(counters.get("sessions", 0)) + 1
@@ -251,7 +307,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             log("tensorboard disabled: %s" % exc)
     n_params = sum(p.numel() for p in net.parameters())
     log("arch %s: %.2f M parameters, input %s -> output %s, %d keypoints, device %s, world %d"
-        % (cfg.arch, n_params / 1e6, tuple(cfg.input_size), out_size, len(names), device, world))
+        % (arch, n_params / 1e6, input_size, out_size, len(names), device, world))
 
     index = FrameIndex(cfg.data, names, object_class=robot.dream_name)
     start = time.time()
@@ -265,8 +321,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         counters["wall_hours"] = hours_base + (time.time() - start) / 3600.0
         st = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
               "optimizer": opt.state_dict(), "counters": dict(counters), "history": history,
-              "provenance": provenance, "best_score": best_score, "arch": cfg.arch,
-              "input_size": list(cfg.input_size), "output_size": list(out_size),
+              "provenance": provenance, "best_score": best_score, "arch": arch,
+              "input_size": list(input_size), "output_size": list(out_size), "spec": spec,
               "keypoint_names": names, "robot": robot.name, "codec": codec.to_dict(),
               "train_config": dataclasses.asdict(cfg), "metrics": metrics or {}}
         ckpt.save_checkpoint(run_dir, st, best=best)
@@ -298,7 +354,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         order = g.permutation(len(train_recs))
         order = np.resize(order, n_draw)   # tiny datasets: repeat the permutation
         mine = order[rank::world].tolist()
-        ds = KeypointDataset([train_recs[i] for i in mine], cfg.input_size, out_size, cfg.augment)
+        ds = KeypointDataset([train_recs[i] for i in mine], input_size, out_size, cfg.augment,
+                             **data_kw)
         loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True,
                             num_workers=cfg.workers, persistent_workers=False,
                             prefetch_factor=4 if cfg.workers > 0 else None,
@@ -361,7 +418,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if rank == 0:
             metrics: Dict[str, float] = {}
             if val_recs:
-                vds = KeypointDataset(val_recs, cfg.input_size, out_size, "none")
+                vds = KeypointDataset(val_recs, input_size, out_size, "none", **data_kw)
                 vl = DataLoader(vds, batch_size=32, shuffle=False, num_workers=cfg.workers)
                 metrics = evaluate(net, vl, codec, out_size, device, cfg.fg_weight)
             metrics.update({"images_seen": counters["images_seen"], "epoch": counters["epoch"],
