@@ -20,7 +20,7 @@ import os
 import resource
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 STAGES = ("decode", "preprocess", "network", "peaks", "fk", "pnp")
 W, H = 640, 480

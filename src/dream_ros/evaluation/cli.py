@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 SUMMARY_KEYS = ("frames", "pck_auc", "add_auc", "add_mean_m", "add_median_m",
                 "detected_fraction", "fps")
@@ -159,32 +159,7 @@ def run(args) -> int:
     # ---------------------------------------------------------------- files
     with results.ResultsWriter(out_dir / "results.jsonl") as w:
         for r in res:
-            pe = r.pose_error
-            w.write({
-                "frame": r.name,
-                "keypoints": {n: (None if not np.all(np.isfinite(p)) else [float(p[0]), float(p[1])])
-                              for n, p in zip(names, r.uv_pred)},
-                "camera_T_base": (r.estimate.camera_T_base.tolist()
-                                  if r.estimate.ok and r.truth.pnp_frame == "base" else None),
-                "reprojection_error_px": r.estimate.reprojection_error_px if r.estimate.ok else None,
-                "status": ("%s: %s" % (r.estimate.status, r.estimate.reason))
-                if not r.estimate.ok and r.estimate.reason else r.estimate.status,
-                "image": r.image_path,
-                "keypoints_detected": int(np.count_nonzero(r.detected)),
-                "inliers": r.estimate.num_inliers,
-                "scores": None if r.scores is None else dict(zip(names, r.scores)),
-                "keypoints_gt": dict(zip(names, r.truth.uv.tolist())),
-                "pixel_error": dict(zip(names, np.linalg.norm(r.uv_pred - r.truth.uv, axis=1))),
-                "add_m": r.add_m, "viable": r.viable, "n_inframe_gt_projs": r.n_inframe_strict,
-                "pnp_points_frame": r.truth.pnp_frame,
-                "camera_T_points": (r.estimate.camera_T_base.tolist()
-                                    if r.estimate.ok and r.truth.pnp_frame == "camera" else None),
-                "camera_T_base_true": (None if r.truth.camera_T_base is None
-                                       else r.truth.camera_T_base.tolist()),
-                "error_translation_m": None if pe is None else pe[0],
-                "error_rotation_deg": None if pe is None else pe[1],
-                "time_ms": {k: 1000.0 * v for k, v in r.times_s.items()},
-            })
+            w.write(results.frame_record(r, names))
     results.write_json(out_dir / "summary.json", summary)
     results.write_table_csv(out_dir / "per_keypoint.csv", table)
     frame_names = [r.name for r in res]
@@ -198,8 +173,13 @@ def run(args) -> int:
     plots.plot_error_histograms(err, add, out_dir / "error_histograms.png")
     overlay_paths = _write_overlays(res, names, out_dir, args.overlays)
 
-    # ---------------------------------------------------------------- report
-    out = sys.stdout
+    _print_report(table, km, am, summary, out_dir, len(overlay_paths), sys.stdout)
+    print(json.dumps(results._clean({k: headline[k] for k in SUMMARY_KEYS})))
+    return 0
+
+
+def _print_report(table, km, am, summary: dict, out_dir: Path, n_overlays: int, out) -> None:
+    """The readable part of the output: per-keypoint table, then one line per figure."""
     print("", file=out)
     _print_table(table, out)
     print("", file=out)
@@ -215,20 +195,19 @@ def run(args) -> int:
     if ce["frames"]:
         print("camera    : median error %.1f mm, %.2f deg over %d frames"
               % (ce["translation_median_m"] * 1000, ce["rotation_median_deg"], ce["frames"]), file=out)
-    print("PnP       : %s" % ", ".join("%s %d" % kv for kv in sorted(statuses.items())), file=out)
+    counts = sorted(summary["pnp_status_counts"].items())
+    print("PnP       : %s" % ", ".join("%s %d" % kv for kv in counts), file=out)
     fk_med = summary["fk_vs_dataset_rms_m"]["median"]
     if fk_med is not None and fk_med > 0.005:
         print("warning   : forward kinematics and the dataset's 3D keypoints differ by %.1f mm RMS "
               "(median frame): ADD then includes that disagreement; check --units and the robot "
               "config's keypoint links" % (fk_med * 1000), file=out)
     print("speed     : %s frames/s processing (decode+keypoints+FK+PnP), medians %s"
-          % (_fmt(headline["fps"], "%.1f"),
+          % (_fmt(summary["fps"], "%.1f"),
              ", ".join("%s %.1f ms" % kv for kv in summary["timing_median_ms"].items())), file=out)
     print("written   : %s (results.jsonl, summary.json, per_keypoint.csv, keypoints.csv, "
           "pnp_results.csv, pck.png, add.png, error_histograms.png, %d overlays)"
-          % (out_dir, len(overlay_paths)), file=out)
-    print(json.dumps(results._clean({k: headline[k] for k in SUMMARY_KEYS})), file=out)
-    return 0
+          % (out_dir, n_overlays), file=out)
 
 
 def _write_overlays(res, names, out_dir: Path, n: int) -> List[str]:

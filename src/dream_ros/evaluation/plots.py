@@ -5,7 +5,7 @@ headless and inside processes that already use another backend.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 

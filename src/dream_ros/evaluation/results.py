@@ -159,3 +159,34 @@ def write_dream_pnp_csv(path, frame_names: Sequence[str], poses: Iterable[Option
                     vals = list(T[:3, 3]) + list(quaternion_xyzw(T)) + [add]
                     ok = True
                 w.writerow([name, ok] + ["%.6f" % v for v in vals] + [int(n)])
+
+
+def frame_record(r, names) -> dict:
+    """The results.jsonl object of one evaluated frame (``runner.FrameResult``): the shared
+    per-frame fields, then the evaluation's (GT, pixel errors, ADD, DREAM's counts, timing)."""
+    pe = r.pose_error
+    return {
+        "frame": r.name,
+        "keypoints": {n: (None if not np.all(np.isfinite(p)) else [float(p[0]), float(p[1])])
+                      for n, p in zip(names, r.uv_pred)},
+        "camera_T_base": (r.estimate.camera_T_base.tolist()
+                          if r.estimate.ok and r.truth.pnp_frame == "base" else None),
+        "reprojection_error_px": r.estimate.reprojection_error_px if r.estimate.ok else None,
+        "status": ("%s: %s" % (r.estimate.status, r.estimate.reason))
+        if not r.estimate.ok and r.estimate.reason else r.estimate.status,
+        "image": r.image_path,
+        "keypoints_detected": int(np.count_nonzero(r.detected)),
+        "inliers": r.estimate.num_inliers,
+        "scores": None if r.scores is None else dict(zip(names, r.scores)),
+        "keypoints_gt": dict(zip(names, r.truth.uv.tolist())),
+        "pixel_error": dict(zip(names, np.linalg.norm(r.uv_pred - r.truth.uv, axis=1))),
+        "add_m": r.add_m, "viable": r.viable, "n_inframe_gt_projs": r.n_inframe_strict,
+        "pnp_points_frame": r.truth.pnp_frame,
+        "camera_T_points": (r.estimate.camera_T_base.tolist()
+                            if r.estimate.ok and r.truth.pnp_frame == "camera" else None),
+        "camera_T_base_true": (None if r.truth.camera_T_base is None
+                               else r.truth.camera_T_base.tolist()),
+        "error_translation_m": None if pe is None else pe[0],
+        "error_rotation_deg": None if pe is None else pe[1],
+        "time_ms": {k: 1000.0 * v for k, v in r.times_s.items()},
+    }
