@@ -31,8 +31,8 @@ def add_arguments(p) -> None:
                    help="our model: robot name (shipped default), model file (default: panda)")
     p.add_argument("--frames", type=int, default=60,
                    help="timed frames for our model (default 60; at least 50 for the figures)")
-    p.add_argument("--dream-frames", type=int, default=8,
-                   help="timed frames for each DREAM architecture (default 8: ~1 s each on 2 cores)")
+    p.add_argument("--dream-frames", type=int, default=10,
+                   help="timed frames for each DREAM architecture (default 10: 1-4 s each on 2 cores)")
     p.add_argument("--dream-archs", default="vgg_q,resnet_h",
                    help="comma-separated DREAM architectures to compare (default vgg_q,resnet_h; "
                    "'none' to skip)")
