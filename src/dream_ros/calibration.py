@@ -149,6 +149,7 @@ class Calibrator:
         self._solver = None
         self._solver_K = None
         self._frozen: Optional[PoseEstimate] = None   # the converged estimate (static mode)
+        self._accepted: Optional[PoseEstimate] = None # latest accumulated estimate that passed
         self._index = None                            # detection order -> robot keypoint order
 
     def _check_options(self) -> None:
@@ -182,11 +183,7 @@ class Calibrator:
         """The current calibration in static mode (None until a frame was accepted)."""
         if self._frozen is not None:
             return self._frozen
-        if self._solver is not None:
-            est = self._solver.estimate
-            if est is not None and est.ok:
-                return self._staged(est)
-        return None
+        return self._accepted
 
     @property
     def converged(self) -> bool:
@@ -195,6 +192,7 @@ class Calibrator:
     def reset(self) -> None:
         """Forget the static-mode accumulation (and the frozen estimate)."""
         self._frozen = None
+        self._accepted = None
         if self._solver is not None:
             self._solver.reset()
 
@@ -218,10 +216,14 @@ class Calibrator:
         uv[~np.asarray(det.detected, bool)] = np.nan
         result = self._solve_single(points_3d, uv, K, det)
         result.extras.setdefault("stamp", stamp)
-        if self.mode == "continuous" or not result.ok:
+        if self.mode == "continuous":
             if result.ok:
                 result.extras["stage"] = STAGE_CONTINUOUS
             return det, result
+        if not np.any(np.all(np.isfinite(uv), axis=1)):
+            return det, result
+        # Static mode: a frame whose own PnP failed (e.g. 3 keypoints) still constrains the
+        # shared pose; the multi-frame solver gates frames against the joint estimate itself.
         return det, self._static_step(points_3d, uv, K, result, accumulate)
 
     def _keypoints_3d(self, joints) -> np.ndarray:
@@ -304,6 +306,10 @@ class Calibrator:
     # -- static mode ---------------------------------------------------------------------------
     def _static_step(self, points_3d, uv, K, single: PoseEstimate,
                      accumulate: bool) -> PoseEstimate:
+        if self._frozen is not None and not single.ok:
+            out = self._copy(self._frozen)      # no pose of its own: nothing to check
+            out.extras["single_frame"] = single
+            return out
         if self._frozen is not None:
             g = self.gates
             jump_m, jump_deg = frames.pose_error(single.camera_T_base, self._frozen.camera_T_base)
@@ -329,13 +335,15 @@ class Calibrator:
         valid = np.all(np.isfinite(uv), axis=1)
         agg = solver.add_frame(points_3d[valid], uv[valid])
         if not agg.ok:
-            agg.extras["single_frame"] = single
-            return agg
-        agg = self.check(agg, points_3d)
+            out = agg if single.ok else single  # the frame's own failure says more
+            out.extras["single_frame"] = single
+            return out
+        agg = self.check(self._copy(agg), points_3d)   # a copy: the solver keeps its own
         if not agg.ok:
             agg.extras["single_frame"] = single
             return agg
         out = self._staged(agg)
+        self._accepted = self._copy(out)
         if out.extras["stage"] == STAGE_CONVERGED:
             self._frozen = self._copy(out)
         out.extras["single_frame"] = single
@@ -348,7 +356,7 @@ class Calibrator:
             # New intrinsics invalidate the accumulated frames.
             self._solver = MultiFrameSolver(K, **self.solver_options)
             self._solver_K = K.copy()
-            self._frozen = None
+            self._frozen = self._accepted = None
         return self._solver
 
     def _staged(self, est: PoseEstimate) -> PoseEstimate:

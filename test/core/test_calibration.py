@@ -352,3 +352,19 @@ def test_camera_pose_covariance_matches_monte_carlo():
     emp = np.cov(np.array(samples).T)
     assert np.allclose(out[:3, :3], emp, rtol=0.15, atol=2e-5)
     assert camera_pose_covariance(TRUE_T, None) is None
+
+
+def test_static_mode_uses_frames_with_too_few_keypoints_for_pnp(robot):
+    fake, cal = _static(robot)
+    rng = np.random.default_rng(13)
+    for _ in range(3):
+        _, est = run(cal, fake, random_joints(robot, rng))
+    given = cal._solver.num_frames
+    fake.drop = (0, 1, 2, 3)                 # 3 keypoints: no single-frame pose
+    _, est = run(cal, fake, random_joints(robot, rng))
+    assert est.ok and est.extras["single_frame"].status == "too_few_keypoints"
+    assert cal._solver.num_frames == given + 1
+    fake.drop = tuple(range(7))              # nothing detected: nothing to add
+    _, est = run(cal, fake, random_joints(robot, rng))
+    assert est.status == "too_few_keypoints"
+    assert cal._solver.num_frames == given + 1
