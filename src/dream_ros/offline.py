@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--image-topic", default="/camera/color/image_raw")
     src.add_argument("--camera-info-topic", default="/camera/color/camera_info")
     src.add_argument("--joint-states-topic", default="/joint_states")
+    src.add_argument("--truth-topic", default=None, metavar="T",
+                     help="bag: geometry_msgs/TransformStamped of the true camera pose (base -> "
+                          "optical frame), e.g. /sim_camera/true_camera_pose, to score estimates")
     src.add_argument("--max-dt", type=float, default=0.05, metavar="S",
                      help="bag: largest image/joint-state stamp gap accepted (default 0.05 s)")
     src.add_argument("--ndds-scale", type=float, default=None, metavar="S",
@@ -164,7 +167,7 @@ def make_source(args, robot):
         K = read_intrinsics(Path(args.K)) if args.K else None
         return BagSource(args.bag, args.image_topic, args.camera_info_topic,
                          args.joint_states_topic, robot.joint_names, max_dt=args.max_dt,
-                         K_override=K)
+                         K_override=K, truth_topic=args.truth_topic)
     return NddsSource(args.ndds, robot, scale=args.ndds_scale)
 
 
@@ -463,8 +466,9 @@ def print_summary(records: List[dict], summary: dict) -> None:
                                           ", ".join("%s %d" % kv for kv in summary["failures"].items())))
     m = summary["multiframe"]
     if isinstance(m, dict):
-        print("multi-frame estimate (%d frames): camera at %s m, rpy %s deg, %.2f px RMS"
-              % (m["frames_used"], " ".join("%+.4f" % v for v in m["position_m"]),
+        print("multi-frame estimate (%d frames, %s): camera at %s m, rpy %s deg, %.2f px RMS"
+              % (m["frames_used"], "converged" if m["converged"] else "not converged",
+                 " ".join("%+.4f" % v for v in m["position_m"]),
                  " ".join("%+.2f" % v for v in m["rpy_deg"]), m["reprojection_error_px"] or float("nan")))
         if "error_translation_m" in m:
             print("multi-frame error vs truth: %.1f mm, %.2f deg"

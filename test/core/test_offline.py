@@ -123,6 +123,16 @@ def write_bag(path: Path, scene, robot, joint_offset_s=0.01, drop_joints_for=())
         c_info = w.add_connection("/cam/camera_info", Info.__msgtype__, typestore=ts)
         c_img = w.add_connection("/cam/image_raw", Image.__msgtype__, typestore=ts)
         c_js = w.add_connection("/joint_states", JS.__msgtype__, typestore=ts)
+        TS, Tr = T_["geometry_msgs/msg/TransformStamped"], T_["geometry_msgs/msg/Transform"]
+        V3, Q = T_["geometry_msgs/msg/Vector3"], T_["geometry_msgs/msg/Quaternion"]
+        c_truth = w.add_connection("/sim/truth", TS.__msgtype__, typestore=ts)
+        from dream_ros.frames import quaternion_xyzw
+        B = invert(scene["T"])
+        qx, qy, qz, qw = quaternion_xyzw(B)
+        truth = TS(header=header(100.0, "panda_link0"), child_frame_id="cam_optical",
+                   transform=Tr(translation=V3(x=B[0, 3], y=B[1, 3], z=B[2, 3]),
+                                rotation=Q(x=qx, y=qy, z=qz, w=qw)))
+        w.write(c_truth, int(100e9), ts.serialize_ros1(truth, TS.__msgtype__))
         K = scene["K"]
         info = Info(header=header(100.0, "cam_optical"), height=H, width=W, distortion_model="plumb_bob",
                     D=np.zeros(5), K=K.reshape(-1), R=np.eye(3).reshape(-1), P=np.zeros(12),
@@ -214,7 +224,7 @@ def test_bag_pairs_images_with_nearest_joint_states(tmp_path, scene, robot):
     from dream_ros.offline import calibrate
     bag = write_bag(tmp_path / "cal.bag", scene, robot, drop_joints_for=(5,))
     src = BagSource(bag, "/cam/image_raw", "/cam/camera_info", "/joint_states", robot.joint_names,
-                    max_dt=0.05)
+                    max_dt=0.05, truth_topic="/sim/truth")
     assert len(src) == N_FRAMES and src.camera_frame == "cam_optical"
     frames = list(src)
     # Frame 5 has no joint state of its own: the nearest is a second away, beyond max_dt.
@@ -228,6 +238,7 @@ def test_bag_pairs_images_with_nearest_joint_states(tmp_path, scene, robot):
     recs = _check_outputs(tmp_path / "out", scene, summary, expect_ok=N_FRAMES - 1)
     assert recs[5]["status"].startswith("bad_input") and recs[5]["keypoints"] is None
     assert recs[0]["stamp"] == pytest.approx(100.0)
+    assert summary["multiframe"]["error_translation_m"] < 0.01      # scored against the bag's truth
     text = (tmp_path / "out" / "calibration.yaml").read_text()
     assert "camera_frame: cam_optical" in text
 

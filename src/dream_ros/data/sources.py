@@ -12,7 +12,8 @@ per-frame results with the reason instead of vanishing.
   EasyHeC's offline example.
 - ``BagSource``: ROS 1 (or 2) bags through the pure-Python ``rosbags`` package, no ROS needed.
   Each image is paired with the nearest joint state by header stamp (per joint, so several
-  JointState publishers are fine) and with the newest camera info.
+  JointState publishers are fine) and with the newest camera info. Bags recorded from the
+  simulated camera can carry its true pose (``truth_topic``) to score the estimates.
 - ``NddsSource``: DREAM/NDDS folders through ``dream_ros.data.ndds.NddsDataset``; these also carry
   the true camera pose, so results can be scored.
 """
@@ -203,7 +204,8 @@ class BagSource:
     newest camera info at or before the image (else the first one)."""
 
     def __init__(self, bag, image_topic: str, camera_info_topic: str, joint_states_topic: str,
-                 joint_names: Sequence[str], max_dt: float = 0.05, K_override=None):
+                 joint_names: Sequence[str], max_dt: float = 0.05, K_override=None,
+                 truth_topic: Optional[str] = None):
         from rosbags.highlevel import AnyReader
         self.path = Path(bag)
         if not self.path.exists():
@@ -218,6 +220,7 @@ class BagSource:
             topics = {c.topic: c.msgtype for c in reader.connections}
             wanted = [image_topic, joint_states_topic] + ([] if K_override is not None
                                                           else [camera_info_topic])
+            wanted += [truth_topic] if truth_topic else []
             missing = [t for t in wanted if t not in topics]
             if missing:
                 raise InputError("bag %s has no topic %s; it has: %s" % (
@@ -226,11 +229,18 @@ class BagSource:
             self.joints = _JointSeries()
             self.infos: List[tuple] = []   # (stamp, K)
             self.camera_frame = ""
-            conns = [c for c in reader.connections if c.topic in (joint_states_topic, camera_info_topic)]
+            self.truth = None      # camera_T_base from a TransformStamped base -> optical frame
+            conns = [c for c in reader.connections
+                     if c.topic in (joint_states_topic, camera_info_topic, truth_topic)]
             for conn, t_ns, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
                 if conn.topic == joint_states_topic:
                     self.joints.add(_stamp(msg, t_ns), msg.name, msg.position)
+                elif conn.topic == truth_topic:
+                    from ..frames import from_translation_quaternion, invert
+                    tr, q = msg.transform.translation, msg.transform.rotation
+                    self.truth = invert(from_translation_quaternion([tr.x, tr.y, tr.z],
+                                                                    [q.x, q.y, q.z, q.w]))
                 else:
                     K = np.asarray(msg.K if hasattr(msg, "K") else msg.k, float).reshape(3, 3)
                     self.infos.append((_stamp(msg, t_ns), K))
@@ -278,7 +288,8 @@ class BagSource:
                         rgb = image_msg_to_rgb(msg)
                     except InputError as exc:
                         problem = str(exc)
-                yield CalibrationFrame(name, rgb, joints, K, stamp=t, problem=problem)
+                yield CalibrationFrame(name, rgb, joints, K, stamp=t, problem=problem,
+                                       camera_T_base_true=self.truth)
 
 
 # --------------------------------------------------------------------------------------------
