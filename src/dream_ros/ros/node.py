@@ -699,10 +699,10 @@ class DreamNode:
             ("frames_used", est.frames_used if est is not None else 0),
             ("reprojection_error_px", "%.2f" % est.reprojection_error_px
              if est is not None and est.reprojection_error_px is not None else "n/a"),
-            ("spread_translation_m", est.extras.get("spread_translation_m", "n/a")
-             if est is not None else "n/a"),
-            ("spread_rotation_deg", est.extras.get("spread_rotation_deg", "n/a")
-             if est is not None else "n/a"),
+            ("spread_translation_m", _fmt(est.extras.get("spread_translation_m")
+                                          if est is not None else None, 4)),
+            ("spread_rotation_deg", _fmt(est.extras.get("spread_rotation_deg")
+                                         if est is not None else None, 2)),
             ("tf", "%s -> %s" % (self.base_frame, self._tf_target[0] if self._tf_target
                                  else self._optical or "?")),
         ]
@@ -729,6 +729,13 @@ class DreamNode:
             pub.unregister()
         self.tf_listener.unregister()
         self._worker.join(timeout=5.0)
+
+
+def _fmt(value, digits: int) -> str:
+    try:
+        return "%.*f" % (digits, float(value))
+    except (TypeError, ValueError):
+        return "n/a"
 
 
 def choose_tf_child(tf_frames: dict, ours, base_frame: str, optical: str,
