@@ -374,7 +374,16 @@ def test_bad_inputs_are_rejected_with_reasons_and_no_tf(roscore, robot):
             wait_for(lambda: any(expect in m.reason for m in poses.msgs), what=expect)
         assert all(m.status == "rejected" for m in poses.msgs)
         assert node.stats.accepted == 0 and node.stats.rejections["bad_image"] == 2
-        node._publish_diagnostics()
+        from diagnostic_msgs.msg import DiagnosticArray
+        diags = Collector("/diagnostics", DiagnosticArray)
+        wait_for(lambda: node.pub_diag.get_num_connections() > 0, what="diagnostics subscriber")
+        node._diagnostics_once()
+        mine = wait_for(lambda: [st for d in diags.msgs for st in d.status
+                                 if "t_bad_node" in st.name], what="our diagnostics")
+        values = {kv.key: kv.value for kv in mine[-1].values}
+        diags.close()
+        assert mine[-1].level >= 1 and values["rejected: bad_image"] == "2"
+        assert values["frames_accepted"] == "0" and "joint" in values["last_rejection"]
     finally:
         node.shutdown()
         poses.close()
