@@ -164,6 +164,8 @@ class Randomizer:
     def apply_colors(self, rng) -> bool:
         """Random link colours (one colour per link, sometimes per sub-mesh) or true materials."""
         sc = self.scene
+        sc.set_surface(rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.95))
+        sc.set_surface(rng.uniform(0.0, 0.9), rng.uniform(0.0, 1.0), distractors=True)
         if rng.random() >= float(self.ranges["recolor_prob"]):
             sc.set_robot_rgba(None)
             return True

@@ -189,6 +189,7 @@ class RobotRenderer:
         sc.set_joints(joints)
         world_T_optical = sc.world_T_base() @ invert(camera_T_base)
         sc.set_camera(world_T_optical, K, self.width, self.height)
+        sc.set_surface()   # default specular/shininess: renders do not depend on earlier calls
         if robot_rgba is not None:
             sc.set_robot_rgba(np.broadcast_to(np.asarray(robot_rgba, float), sc.true_rgba.shape))
         elif true_materials:

@@ -28,6 +28,8 @@ DISTRACTOR_GROUP = 1   # distractor objects (rendered)
 MARKER_GROUP = 2       # keypoint marker spheres (rendered only when asked)
 COLLISION_GROUP = 3    # robot collision geoms + floor (never rendered)
 
+ROBOT_MATERIAL = "robot_surface"
+DISTRACTOR_MATERIAL = "distractor_surface"
 DISTRACTOR_TYPES = ("box", "sphere", "cylinder", "capsule", "ellipsoid")
 CACHE_DIR = Path(os.environ.get("DREAM_ROS_CACHE", Path.home() / ".cache" / "dream_ros")) / "meshes"
 
@@ -185,6 +187,10 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
         if m.color is not None:
             materials[m.name] = np.asarray(m.color.rgba, float)
 
+    # One shared surface material per object class, so specular/shininess can be randomized per
+    # frame; the geoms' own rgba still sets their colour (MuJoCo uses a non-default geom rgba).
+    spec.add_material(name=ROBOT_MATERIAL, specular=0.5, shininess=0.5)
+    spec.add_material(name=DISTRACTOR_MATERIAL, specular=0.5, shininess=0.5)
     info = SceneInfo(root_link=robot.get_root())
     children: Dict[str, list] = {}
     for j in robot.joints:
@@ -202,15 +208,18 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
                     rgba = materials[vis.material.name]
             for gi, (kind, payload, prgba, Tg) in enumerate(_visual_parts(vis.geometry, T, rgba, urdf_path)):
                 gname = "%s/v%d_%d" % (link.name, vi, gi)
+                prgba = _not_default_rgba(prgba)
                 if kind == "mesh":
                     mname = "m:" + gname
                     _add_mesh(spec, mname, payload)
                     body.add_geom(name=gname, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=mname,
-                                  rgba=prgba, group=VISUAL_GROUP, contype=0, conaffinity=0)
+                                  rgba=prgba, group=VISUAL_GROUP, contype=0, conaffinity=0,
+                                  material=ROBOT_MATERIAL)
                 else:
                     body.add_geom(name=gname, type=kind, size=payload, rgba=prgba,
                                   pos=Tg[:3, 3], quat=_quat_wxyz(Tg[:3, :3]),
-                                  group=VISUAL_GROUP, contype=0, conaffinity=0)
+                                  group=VISUAL_GROUP, contype=0, conaffinity=0,
+                                  material=ROBOT_MATERIAL)
                 info.robot_visual_geoms.append(gname)
                 info.link_of_geom[gname] = link.name
         for ci, col in enumerate(link.collisions or []):
@@ -267,7 +276,8 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
         b = spec.worldbody.add_body(name="distractor%d" % i, mocap=True, pos=[0, 0, -100])
         gtype = getattr(mujoco.mjtGeom, "mjGEOM_" + DISTRACTOR_TYPES[i % len(DISTRACTOR_TYPES)].upper())
         b.add_geom(name="distractor%d" % i, type=gtype, size=[0.05, 0.05, 0.05],
-                   group=DISTRACTOR_GROUP, contype=0, conaffinity=0, rgba=[0.5, 0.5, 0.5, 1])
+                   group=DISTRACTOR_GROUP, contype=0, conaffinity=0, rgba=[0.6, 0.6, 0.6, 1],
+                   material=DISTRACTOR_MATERIAL)
     if markers:
         for kp in config.keypoints:
             if kp.link not in links:
@@ -276,6 +286,14 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
             b.add_geom(name="marker:" + kp.name, type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.012, 0, 0],
                        pos=kp.offset, group=MARKER_GROUP, contype=0, conaffinity=0, rgba=[1, 0, 1, 1])
     return spec, info
+
+
+def _not_default_rgba(rgba):
+    # MuJoCo ignores a geom's rgba in favour of its material's when it equals (0.5, 0.5, 0.5, 1)
+    rgba = np.asarray(rgba, float).copy()
+    if np.allclose(rgba, [0.5, 0.5, 0.5, 1.0]):
+        rgba[:3] = 0.501
+    return rgba
 
 
 def _add_mesh(spec, name, part: SubMesh):
@@ -364,6 +382,8 @@ class RobotScene:
         self.geom_label[self.robot_geoms] = 1
         self.geom_label[self.distractor_geoms] = 2
         self.geom_body = np.append(m.geom_bodyid, -1)
+        self._mat_robot = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, ROBOT_MATERIAL)
+        self._mat_distractor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, DISTRACTOR_MATERIAL)
         self.set_joints({})
 
     # -- collision filtering --------------------------------------------------------------------
@@ -493,4 +513,15 @@ class RobotScene:
     # -- appearance ------------------------------------------------------------------------------
     def set_robot_rgba(self, rgba: Optional[np.ndarray] = None):
         """Per-visual-geom colours (N,4); None restores the true materials."""
-        self.model.geom_rgba[self.robot_geoms] = self.true_rgba if rgba is None else rgba
+        rgba = self.true_rgba if rgba is None else np.array(rgba, float)
+        default = np.all(np.abs(rgba - [0.5, 0.5, 0.5, 1.0]) < 1e-6, axis=-1)
+        if np.any(default):   # would switch to the material's colour (see _not_default_rgba)
+            rgba = np.array(rgba)
+            rgba[default, :3] = 0.501
+        self.model.geom_rgba[self.robot_geoms] = rgba
+
+    def set_surface(self, specular: float = 0.5, shininess: float = 0.5, distractors: bool = False):
+        """Specular strength and shininess (0..1) of the robot's (or the distractors') surfaces."""
+        mat = self._mat_distractor if distractors else self._mat_robot
+        self.model.mat_specular[mat] = specular
+        self.model.mat_shininess[mat] = shininess
