@@ -46,10 +46,12 @@ def build_augmenter(strength: str = "strong"):
     if strength != "strong":
         raise InputError("augmentation strength must be none, dream or strong, not %r" % strength)
     return A.Compose([
-        # Geometry first. Zoom in up to 1.7x (close-ups, cropped robots) and out to 0.75x; a
-        # constant border because a mirrored (REFLECT) border would paint unlabelled robot parts.
-        A.Affine(translate_percent=(-0.12, 0.12), scale=(0.75, 1.7), rotate=(-20, 20),
-                 shear=(-5.0, 5.0), interpolation=cv2.INTER_LINEAR,
+        # Geometry first. Zoom in up to 2x (close-ups and cropped robots, as real calibration
+        # photos are: our first models mistook furniture for the robot on them) and out to 0.75x,
+        # half of the draws each way; a constant border because a mirrored (REFLECT) border would
+        # paint unlabelled robot parts.
+        A.Affine(translate_percent=(-0.12, 0.12), scale=(0.75, 2.0), rotate=(-20, 20),
+                 shear=(-5.0, 5.0), interpolation=cv2.INTER_LINEAR, balanced_scale=True,
                  border_mode=cv2.BORDER_CONSTANT, fill=0, keep_ratio=True, p=0.7),
         A.OneOf([
             A.ColorJitter(brightness=(0.7, 1.3), contrast=(0.7, 1.3), saturation=(0.5, 1.5),
