@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--fov", type=float, default=None,
                    help="fixed vertical field of view in degrees (default: random per frame, "
                         "range from the robot config); fixed gives one K for the whole set")
-    p.add_argument("--distractors", type=int, default=8, help="max distractor objects per image")
+    p.add_argument("--distractors", type=int, default=8, help="max distractor primitives per image")
+    p.add_argument("--mesh-distractors", type=int, default=12,
+                   help="object-mesh distractor slots (pybullet_data objects, up to 4 per image)")
     p.add_argument("--msaa", type=int, default=0,
                    help="multisample anti-aliasing samples (0 = off, fastest; 4 = smoother, ~2.5x render cost)")
     p.add_argument("--no-photos", action="store_true", help="procedural backgrounds only")
@@ -45,6 +47,7 @@ def run(args) -> int:
     opts = SynthOptions(robot=args.robot, out=args.out, count=args.count, seed=args.seed,
                         width=args.width, height=args.height, ext="png" if args.png else "jpg",
                         jpeg_quality=args.jpeg_quality, fov=args.fov, distractors=args.distractors,
+                        mesh_distractors=args.mesh_distractors,
                         photos=not args.no_photos, msaa=args.msaa,
                         shard_index=args.shard[0], shard_count=args.shard[1])
     card = run_synth(opts, workers=args.workers, progress=not args.quiet)

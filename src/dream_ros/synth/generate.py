@@ -31,7 +31,8 @@ class SynthOptions:
     ext: str = "jpg"
     jpeg_quality: int = 92
     fov: Optional[float] = None         # fixed vertical FOV (deg); None: random per frame
-    distractors: int = 8                # distractor slots
+    distractors: int = 8                # primitive distractor slots
+    mesh_distractors: int = 12          # object-mesh distractor slots (pybullet_data, if installed)
     photos: bool = True
     shard_index: int = 0
     shard_count: int = 1
@@ -48,7 +49,8 @@ class FrameGenerator:
         from .scene import RobotScene
         self.opts = opts
         self.scene = RobotScene(opts.robot, n_distractors=opts.distractors,
-                                max_width=opts.width, max_height=opts.height, msaa=opts.msaa)
+                                max_width=opts.width, max_height=opts.height, msaa=opts.msaa,
+                                n_mesh_distractors=opts.mesh_distractors)
         self.renderer = SceneRenderer(self.scene, opts.width, opts.height)
         self.backgrounds = BackgroundSource(opts.width, opts.height, photos=opts.photos)
         self.randomizer = Randomizer(self.scene, opts.width, opts.height, fixed_fov_deg=opts.fov)
@@ -91,8 +93,8 @@ _GEN: Optional[FrameGenerator] = None
 
 
 def _same_scene(a: SynthOptions, b: SynthOptions) -> bool:
-    return ((a.robot, a.width, a.height, a.distractors, a.photos, a.msaa)
-            == (b.robot, b.width, b.height, b.distractors, b.photos, b.msaa))
+    return ((a.robot, a.width, a.height, a.distractors, a.mesh_distractors, a.photos, a.msaa)
+            == (b.robot, b.width, b.height, b.distractors, b.mesh_distractors, b.photos, b.msaa))
 
 
 def _init_worker(opts: SynthOptions):
@@ -169,6 +171,7 @@ def dataset_card(opts: SynthOptions, done: int, skipped: int, seconds: float) ->
                       else "fixed: _camera_settings.json",
         "backgrounds": {"procedural": "gradient, plaid, noise, checkerboard, shapes, solid",
                         "photos": "scikit-image sample data", "photo_licenses": PHOTO_LICENSES},
+        "distractor_meshes": "pybullet_data random_urdfs (zlib licence), if installed",
         "robot_model_license": "see the URDF package (example-robot-data: BSD-3 / Apache-2.0 for Panda)",
         "packages": package_versions(),
         "command": " ".join(sys.argv),

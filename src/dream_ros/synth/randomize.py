@@ -33,6 +33,7 @@ DEFAULTS: Dict = {
     "floor_z_m": 0.0,
     "recolor_prob": 0.5,               # robot gets random link colours, else its true materials
     "distractors": [0, 8],
+    "mesh_distractors": [0, 4],        # pybullet_data objects (if installed), on top of the above
     "occluder_prob": 0.25,             # a distractor placed between camera and robot
     "max_joint_tries": 50,
 }
@@ -211,6 +212,30 @@ class Randomizer:
             d.mocap_quat[mid] = q / np.linalg.norm(q)
             m.geom_size[g] = size
             m.geom_rbound[g] = float(np.linalg.norm(size) * 2)   # culling bound must cover the new size
+            c = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 1))
+            m.geom_rgba[g] = [c[0], c[1], c[2], 1.0]
+        return n + self._place_mesh_distractors(rng, base, floor)
+
+    def _place_mesh_distractors(self, rng, base, floor) -> int:
+        """Fixed-size object meshes scattered around the robot, random pose and colour."""
+        sc = self.scene
+        m, d = sc.model, sc.data
+        slots = len(sc.mesh_distractor_geoms)
+        if slots == 0:
+            return 0
+        lo, hi = self.ranges.get("mesh_distractors", [0, 0])
+        n = int(rng.integers(min(lo, slots), min(hi, slots) + 1))
+        chosen = set(rng.choice(slots, size=n, replace=False).tolist()) if n else set()
+        for slot in range(slots):
+            g, mid = sc.mesh_distractor_geoms[slot], sc.mesh_distractor_mocap[slot]
+            if slot not in chosen:
+                d.mocap_pos[mid] = [0.0, 0.0, -100.0]
+                continue
+            r, az = rng.uniform(0.3, 1.8), rng.uniform(0, 2 * np.pi)
+            d.mocap_pos[mid] = base + np.array([r * np.cos(az), r * np.sin(az), 0.0])
+            d.mocap_pos[mid][2] = floor + rng.uniform(0.0, 1.4)
+            q = rng.normal(size=4)
+            d.mocap_quat[mid] = q / np.linalg.norm(q)
             c = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 1))
             m.geom_rgba[g] = [c[0], c[1], c[2], 1.0]
         return n

@@ -160,8 +160,33 @@ def _parse_urdf(path: Path):
         raise ConfigError("cannot parse URDF %s: %s" % (path, exc))
 
 
+def distractor_meshes(n: int, seed: int = 12345) -> List[SubMesh]:
+    """``n`` small objects from pybullet_data's random_urdfs (zlib licence), each centred and
+    scaled to a radius of 4-14 cm (MuJoCo cannot rescale a mesh at run time, so the size is
+    fixed per slot). Empty if pybullet_data is not installed."""
+    from ..resources import find_package_dir
+    base = find_package_dir("pybullet_data")
+    if n <= 0 or base is None or not (base / "random_urdfs").is_dir():
+        return []
+    rng = np.random.default_rng(seed)
+    out = []
+    for idx in rng.choice(1000, size=n, replace=False):
+        path = base / "random_urdfs" / ("%03d" % idx) / ("%03d.obj" % idx)
+        if not path.exists():
+            continue
+        parts = load_mesh_parts(path, None, [0.6, 0.6, 0.6, 1.0])
+        v = np.concatenate([p.vertices for p in parts])
+        offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+        f = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+        v = v - 0.5 * (v.min(axis=0) + v.max(axis=0))
+        v = v * (rng.uniform(0.04, 0.14) / max(np.linalg.norm(v, axis=1).max(), 1e-9))
+        out.append(SubMesh(v, f.astype(np.int32), np.array([0.6, 0.6, 0.6, 1.0])))
+    return out
+
+
 def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = False,
-               max_width: int = 1920, max_height: int = 1080, floor: bool = True, msaa: int = 0):
+               max_width: int = 1920, max_height: int = 1080, floor: bool = True, msaa: int = 0,
+               n_mesh_distractors: int = 0):
     """MjSpec of the robot (root link at the world origin), a camera "cam", two lights, an
     invisible floor plane, ``n_distractors`` mocap distractor bodies and, optionally, one small
     marker sphere per keypoint (group MARKER_GROUP)."""
@@ -278,6 +303,12 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
         b.add_geom(name="distractor%d" % i, type=gtype, size=[0.05, 0.05, 0.05],
                    group=DISTRACTOR_GROUP, contype=0, conaffinity=0, rgba=[0.6, 0.6, 0.6, 1],
                    material=DISTRACTOR_MATERIAL)
+    for i, part in enumerate(distractor_meshes(n_mesh_distractors)):
+        b = spec.worldbody.add_body(name="mdistractor%d" % i, mocap=True, pos=[0, 0, -100])
+        _add_mesh(spec, "m:mdistractor%d" % i, part)
+        b.add_geom(name="mdistractor%d" % i, type=mujoco.mjtGeom.mjGEOM_MESH,
+                   meshname="m:mdistractor%d" % i, group=DISTRACTOR_GROUP, contype=0, conaffinity=0,
+                   rgba=[0.6, 0.6, 0.6, 1], material=DISTRACTOR_MATERIAL)
     if markers:
         for kp in config.keypoints:
             if kp.link not in links:
@@ -339,11 +370,12 @@ class RobotScene:
     """A compiled robot scene: set joints, read keypoints, place the camera, lights, colours."""
 
     def __init__(self, robot: Union[str, Path, RobotConfig], n_distractors: int = 0,
-                 markers: bool = False, max_width: int = 1920, max_height: int = 1080, msaa: int = 0):
+                 markers: bool = False, max_width: int = 1920, max_height: int = 1080, msaa: int = 0,
+                 n_mesh_distractors: int = 0):
         mujoco = _mj()
         self.config = robot if isinstance(robot, RobotConfig) else load_robot_config(robot)
         spec, self.info = build_spec(self.config, n_distractors, markers, max_width, max_height,
-                                     msaa=msaa)
+                                     msaa=msaa, n_mesh_distractors=n_mesh_distractors)
         self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self._ignored = self._artefact_pairs()
@@ -377,10 +409,16 @@ class RobotScene:
                                           for i in range(n_distractors)], dtype=int)
         self.distractor_mocap = np.array([m.body_mocapid[m.geom_bodyid[g]] for g in self.distractor_geoms],
                                          dtype=int)
+        mesh_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "mdistractor%d" % i)
+                    for i in range(n_mesh_distractors)]
+        self.mesh_distractor_geoms = np.array([g for g in mesh_ids if g >= 0], dtype=int)
+        self.mesh_distractor_mocap = np.array([m.body_mocapid[m.geom_bodyid[g]]
+                                               for g in self.mesh_distractor_geoms], dtype=int)
         # geom id -> 0 background / 1 robot / 2 distractor (segmentation lookup, vectorised)
         self.geom_label = np.zeros(m.ngeom + 1, np.uint8)
         self.geom_label[self.robot_geoms] = 1
         self.geom_label[self.distractor_geoms] = 2
+        self.geom_label[self.mesh_distractor_geoms] = 2
         self.geom_body = np.append(m.geom_bodyid, -1)
         self._mat_robot = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, ROBOT_MATERIAL)
         self._mat_distractor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, DISTRACTOR_MATERIAL)
