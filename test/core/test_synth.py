@@ -159,3 +159,16 @@ def test_robot_renderer_backgrounds_and_materials(marker_renderer):
     assert np.all(rgb[far_bg] == [0, 0, 255])
     grey = r.render({}, cTb, K, background=(0, 0, 255), true_materials=False)
     assert not np.array_equal(grey[~bg], rgb[~bg])
+
+
+def test_masks_match_labels(tmp_path):
+    run_synth(_opts(tmp_path, count=2, masks=True), workers=1, progress=False)
+    ds = NddsDataset(tmp_path)
+    for i in range(len(ds)):
+        f = ds[i]
+        mask = cv2.imread(str(f.mask_path), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (72, 96) and set(np.unique(mask)) <= {0, 128, 255}
+        assert np.count_nonzero(mask == 255) == f.raw["synth"]["robot_pixels"]
+        for k in np.flatnonzero(f.in_frame):
+            u, v = np.clip(np.round(f.projected[k]).astype(int), 0, [95, 71])
+            assert (mask[v, u] != 255) == f.occluded[k]

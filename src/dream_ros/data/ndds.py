@@ -138,11 +138,21 @@ def frame_done(directory: Union[str, Path], name: str) -> bool:
     return (Path(directory) / (name + ".json")).exists()
 
 
+MASK_VALUES = {"background": 0, "robot": 255, "distractor": 128}   # <name>.cs.png pixel values
+
+
 def write_frame(directory: Union[str, Path], name: str, rgb: np.ndarray, record: Dict,
-                ext: str = "jpg", jpeg_quality: int = 92) -> Path:
-    """Image first, then json (so a json means a complete frame); both atomic."""
+                ext: str = "jpg", jpeg_quality: int = 92, mask: Optional[np.ndarray] = None) -> Path:
+    """Image (and optional segmentation ``<name>.cs.png``, uint8 (H,W) with MASK_VALUES) first,
+    then json (so a json means a complete frame); all atomic."""
+    import cv2
     d = Path(directory)
     atomic_write_bytes(d / ("%s.rgb.%s" % (name, ext)), encode_image(rgb, ext, jpeg_quality))
+    if mask is not None:
+        ok, buf = cv2.imencode(".png", np.asarray(mask, np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise InputError("could not encode mask for frame %s" % name)
+        atomic_write_bytes(d / ("%s.cs.png" % name), buf.tobytes())
     path = d / (name + ".json")
     atomic_write_json(path, record)
     return path
@@ -165,6 +175,7 @@ class NddsFrame:
     occluded: Optional[np.ndarray] = None        # (K,) bool if stored
     visibility: Optional[float] = None
     raw: Dict = field(default_factory=dict)
+    mask_path: Optional[Path] = None             # <name>.cs.png if present (see MASK_VALUES)
 
 
 def _read_json(path: Path) -> Dict:
@@ -291,6 +302,7 @@ class NddsDataset:
                     np.asarray(obj["location"], float) * self.units_scale, obj["quaternion_xyzw"])
             except ValueError:
                 camera_T_base = None
+        mask = self.directory / ("%s.cs.png" % name)
         K = self.K
         ins = (data.get("camera_data") or {}).get("intrinsics")
         if ins:
@@ -298,7 +310,8 @@ class NddsDataset:
         return NddsFrame(name=name, image_path=self.image_path(i), keypoint_names=list(names),
                          projected=uv, location=xyz, joints=joints, K=K, camera_T_base=camera_T_base,
                          in_frame=in_frame, occluded=occluded,
-                         visibility=obj.get("visibility"), raw=data)
+                         visibility=obj.get("visibility"), raw=data,
+                         mask_path=mask if mask.exists() else None)
 
     def load_image(self, i: int) -> np.ndarray:
         """RGB uint8 (H,W,3)."""

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="object-mesh distractor slots (pybullet_data objects, up to 4 per image)")
     p.add_argument("--msaa", type=int, default=0,
                    help="multisample anti-aliasing samples (0 = off, fastest; 4 = smoother, ~2.5x render cost)")
+    p.add_argument("--masks", action="store_true",
+                   help="also write NNNNNN.cs.png segmentation (robot 255, distractors 128, else 0)")
     p.add_argument("--no-photos", action="store_true", help="procedural backgrounds only")
     p.add_argument("--contact-sheet", metavar="PNG", default=None,
                    help="after rendering, save a 4x4 contact sheet of the first 16 frames here")
@@ -48,7 +50,7 @@ def run(args) -> int:
                         width=args.width, height=args.height, ext="png" if args.png else "jpg",
                         jpeg_quality=args.jpeg_quality, fov=args.fov, distractors=args.distractors,
                         mesh_distractors=args.mesh_distractors,
-                        photos=not args.no_photos, msaa=args.msaa,
+                        photos=not args.no_photos, msaa=args.msaa, masks=args.masks,
                         shard_index=args.shard[0], shard_count=args.shard[1])
     card = run_synth(opts, workers=args.workers, progress=not args.quiet)
     secs = card["seconds_this_run"]

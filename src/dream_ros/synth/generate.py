@@ -37,6 +37,7 @@ class SynthOptions:
     shard_index: int = 0
     shard_count: int = 1
     msaa: int = 0                       # multisampling (0 = off: fastest)
+    masks: bool = False                 # also write <name>.cs.png segmentation masks
 
 
 class FrameGenerator:
@@ -55,8 +56,8 @@ class FrameGenerator:
         self.backgrounds = BackgroundSource(opts.width, opts.height, photos=opts.photos)
         self.randomizer = Randomizer(self.scene, opts.width, opts.height, fixed_fov_deg=opts.fov)
 
-    def make(self, index: int):
-        """(rgb, record) of frame ``index``."""
+    def make(self, index: int, return_mask: bool = False):
+        """(rgb, record) of frame ``index`` (plus the label image 0/1/2 with ``return_mask``)."""
         from ..frames import invert
         from .render import composite, keypoint_labels
         rng = np.random.default_rng([int(self.opts.seed), int(index)])
@@ -77,14 +78,21 @@ class FrameGenerator:
         rec = frame_record(sc.config.dream_name, lab.names, lab.xyz, lab.uv, camera_T_base, p.joints,
                            K=p.K, in_frame=lab.in_frame, occluded=lab.occluded,
                            visibility=visible / float(n), extras=extras)
-        return image, rec
+        return (image, rec, label) if return_mask else (image, rec)
 
     def write(self, index: int) -> bool:
         name = frame_name(index, name_digits(self.opts.count))
         if frame_done(self.opts.out, name):
             return False
-        image, rec = self.make(index)
-        write_frame(self.opts.out, name, image, rec, ext=self.opts.ext, jpeg_quality=self.opts.jpeg_quality)
+        image, rec, label = self.make(index, return_mask=True)
+        mask = None
+        if self.opts.masks:
+            from ..data.ndds import MASK_VALUES
+            lut = np.array([MASK_VALUES["background"], MASK_VALUES["robot"], MASK_VALUES["distractor"]],
+                           np.uint8)
+            mask = lut[label]
+        write_frame(self.opts.out, name, image, rec, ext=self.opts.ext,
+                    jpeg_quality=self.opts.jpeg_quality, mask=mask)
         return True
 
 
