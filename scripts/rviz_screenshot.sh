@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# docs/rviz.png: the simulated demo (demo.launch, gui) under Xvfb, rviz showing TF (keypoint link
-# frames + the calibrated camera), the RobotModel and dream_node's ~overlay (detections, keypoints
-# reprojected with the estimate, keypoint frame axes). Waits for static-mode convergence, then
-# takes the screenshot.  Usage: scripts/rviz_screenshot.sh [out.png] [extra demo.launch args...]
+# docs/rviz.png: sim_camera + dream_node (static mode) + rviz under Xvfb: TF (keypoint link frames
+# and the calibrated camera), the RobotModel and dream_node's ~overlay (detections, keypoints
+# reprojected with the estimate, keypoint frame axes). Waits for convergence (or WAIT_S), then
+# takes the screenshot.  Usage: scripts/rviz_screenshot.sh [out.png]
 # Environment: MODEL (model file; default the shipped one), WAIT_S (max wait for convergence, 120).
 set -eo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,9 +31,40 @@ PY
 MODEL_ARG=()
 [ -n "$MODEL" ] && MODEL_ARG=("model:=$(realpath "$MODEL")")
 
-Xvfb "$DISPLAY" -screen 0 1280x1000x24 >"$WORK/xvfb.log" 2>&1 & XPID=$!
-setsid roslaunch -p "$PORT" dream_ros demo.launch gui:=true "urdf_file:=$URDF_FILE" "${MODEL_ARG[@]}" "$@" \
-  >"$WORK/launch.log" 2>&1 & LPID=$!
+# Our own composition (not demo.launch): static mode with publish_unconverged, so the camera frame
+# shows in TF even while a weak model is still converging; rviz without the Displays panel so the
+# overlay image gets the left dock.
+python - "$WORK" <<'PY'
+import sys, yaml
+work = sys.argv[1]
+params = yaml.safe_load(open("config/dream_node.yaml"))
+params["publish_unconverged"] = True
+yaml.safe_dump(params, open(work + "/params.yaml", "w"))
+rviz = yaml.safe_load(open("config/dream.rviz"))
+rviz["Panels"] = [p for p in rviz["Panels"] if p.get("Class") != "rviz/Displays"]
+yaml.safe_dump(rviz, open(work + "/shot.rviz", "w"))
+open(work + "/shot.launch", "w").write("""<launch>
+  <include file="$(find dream_ros)/launch/sim_camera.launch">
+    <arg name="rate" value="4"/>
+    <arg name="camera_position" value="[1.3, 0.6, 0.8]"/>
+    <arg name="look_at" value="[0.1, 0.0, 0.45]"/>
+  </include>
+  <include file="$(find dream_ros)/launch/dream.launch">
+    <arg name="model" value="$(arg model)"/>
+    <arg name="mode" value="static"/>
+    <arg name="image" value="/sim_camera/image_raw"/>
+    <arg name="camera_info" value="/sim_camera/camera_info"/>
+    <arg name="params" value="%s/params.yaml"/>
+  </include>
+  <param name="robot_description" textfile="%s/robot.urdf"/>
+  <node pkg="robot_state_publisher" type="robot_state_publisher" name="robot_state_publisher"/>
+  <node pkg="rviz" type="rviz" name="rviz" args="-d %s/shot.rviz"/>
+  <arg name="model" default=""/>
+</launch>
+""" % (work, work, work))
+PY
+Xvfb "$DISPLAY" -screen 0 1280x900x24 >"$WORK/xvfb.log" 2>&1 & XPID=$!
+setsid roslaunch -p "$PORT" "$WORK/shot.launch" "${MODEL_ARG[@]}" "$@" >"$WORK/launch.log" 2>&1 & LPID=$!
 cleanup() { kill -INT -- -"$LPID" 2>/dev/null || true; sleep 2; kill -KILL -- -"$LPID" 2>/dev/null || true
             kill "$XPID" 2>/dev/null || true; }
 trap cleanup EXIT

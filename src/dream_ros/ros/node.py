@@ -557,6 +557,9 @@ class DreamNode:
         from .. import visualize
         if self.pub_overlay.get_num_connections() > 0:
             shown = est if est.ok else None
+            if shown is None and self.p["mode"] == "static":
+                with self._calib_lock:     # a rejected frame: show the calibration so far
+                    shown = self.calibrator.estimate
             pts = frames_ = None
             if shown is not None:
                 order = self.calibrator._order(det.names)
@@ -569,9 +572,11 @@ class DreamNode:
                     frames_.append(T)
             err = shown.reprojection_error_px if shown is not None else None
             lines = ["%s  %d/%d keypoints" % (est.extras.get("stage", est.status) if est.ok
-                                              else "REJECTED", det.num_detected, len(det.names))]
+                                              else "frame REJECTED", det.num_detected,
+                                              len(det.names))]
             if err is not None:
-                lines.append("reprojection %.1f px, %d frames" % (err, est.frames_used))
+                lines.append("%s: reprojection %.1f px, %d frames"
+                             % (shown.extras.get("stage", "estimate"), err, shown.frames_used))
             if not est.ok:
                 lines.append(est.reason[:90])
             img = visualize.calibration_overlay(
