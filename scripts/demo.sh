@@ -56,6 +56,7 @@ fi
 
 LAUNCH_PID=""
 cleanup() {
+  local status=$?
   trap - EXIT INT TERM
   if [ -n "$LAUNCH_PID" ] && kill -0 "$LAUNCH_PID" 2>/dev/null; then
     say "stopping ROS (roslaunch pid $LAUNCH_PID)"
@@ -63,6 +64,7 @@ cleanup() {
     for _ in $(seq 1 150); do kill -0 "$LAUNCH_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$LAUNCH_PID" 2>/dev/null || true
   fi
+  exit $status
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
