@@ -425,6 +425,16 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                             "wall_hours": hours_base + (time.time() - start) / 3600.0,
                             "train_loss_avg": smooth_loss or float("nan"),
                             "n_frames": len(index), "n_val": len(val_recs)})
+            # scores on different validation sets do not compare: a changed set (the data grew or
+            # another directory was added) restarts the best-model competition
+            import zlib
+            val_sig = "%08x" % zlib.crc32("\n".join(r.key for r in val_recs).encode("utf-8"))
+            if val_sig != counters.get("val_signature"):
+                if counters.get("val_signature"):
+                    log("validation set changed: best score reset (was %.4f)" % best_score)
+                best_score = -1.0
+                counters["val_signature"] = val_sig
+            metrics["val_signature"] = val_sig
             history.append(metrics)
             score = metrics.get("pck_auc", -1.0)
             is_best = score > best_score
