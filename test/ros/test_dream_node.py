@@ -459,3 +459,22 @@ def test_node_process_fails_fast_with_a_clear_error(roscore, launch, args, expec
     assert proc.wait(timeout=60) == 2
     log = open(proc.log_path).read()
     assert "fatal" in log and expect in log, log[-1500:]
+
+
+def test_publish_calibration_refuses_a_second_parent(roscore, launch, tmp_path):
+    import sys
+    import tf2_ros
+    from dream_ros.calibration import save_calibration
+    from dream_ros.ros.conversions import transform_stamped
+    from dream_ros.types import PoseEstimate
+    est = PoseEstimate(status="ok", camera_T_base=TRUE_T, reprojection_errors_px=np.zeros(7),
+                       inliers=np.ones(7, bool), num_points=7)
+    path = save_calibration(tmp_path / "c.yaml", est, "panda_link0", "t_two_optical")
+    static = tf2_ros.StaticTransformBroadcaster()
+    static.sendTransform(transform_stamped(np.eye(4), "elsewhere", "t_two_optical",
+                                           rospy.Time.now()))
+    proc = launch(sys.executable, "-c", "from dream_ros.ros.publish_calibration import main; "
+                  "main()", "_file:=%s" % path, "__name:=two_parents", log_name="two_parents")
+    assert proc.wait(timeout=30) == 2
+    log = open(proc.log_path).read()
+    assert "already has parent 'elsewhere'" in log and "second parent" in log

@@ -12,7 +12,7 @@ import sys
 from ..calibration import load_calibration
 from ..errors import ConfigError
 
-VALID = ("file", "parent_frame", "child_frame")
+VALID = ("file", "parent_frame", "child_frame", "check_existing_s")
 
 
 def main(argv=None) -> None:
@@ -39,9 +39,39 @@ def main(argv=None) -> None:
         sys.exit(2)
     parent = rospy.get_param("~parent_frame", "") or cal.tf_parent
     child = rospy.get_param("~child_frame", "") or cal.tf_child
+    problem = _existing_parent(child, float(rospy.get_param("~check_existing_s", 1.5)))
+    if problem:
+        rospy.logfatal("publish_calibration: %s" % problem)
+        sys.stderr.write("publish_calibration: fatal: %s\n" % problem)
+        sys.exit(2)
     broadcaster = tf2_ros.StaticTransformBroadcaster()
     broadcaster.sendTransform(transform_stamped(cal.tf_parent_T_child, parent, child,
                                                 rospy.Time.now()))
     rospy.loginfo("publish_calibration: %s -> %s from %s (%d frames, saved %s)"
                   % (parent, child, cal.path, cal.frames_used, cal.date))
     rospy.spin()
+
+
+def _existing_parent(child: str, listen_s: float) -> str:
+    """Listen to TF for ``listen_s`` seconds; a problem text if ``child`` already has a parent
+    (a frame must not get a second one: dream_node still running? another calibration?)."""
+    if listen_s <= 0:
+        return ""
+    import time
+    import rospy
+    import tf2_ros
+    import yaml
+    buf = tf2_ros.Buffer()
+    listener = tf2_ros.TransformListener(buf)
+    time.sleep(listen_s)
+    listener.unregister()
+    try:
+        table = yaml.safe_load(buf.all_frames_as_yaml()) or {}
+    except Exception:
+        table = {}
+    entry = table.get(child) if isinstance(table, dict) else None
+    if isinstance(entry, dict) and entry.get("parent"):
+        return ("frame %r already has parent %r (published by %s): publishing the calibration "
+                "would give it a second parent; stop that publisher (dream_node still running?) "
+                "or set ~child_frame" % (child, entry["parent"], entry.get("broadcaster", "?")))
+    return ""
