@@ -54,8 +54,8 @@ class DreamNodeStatic(unittest.TestCase):
             last = [(m.status, m.reason) for m in self.poses[-3:]]
         self.fail("timed out after %.0f s waiting for %s; last ~pose: %s" % (timeout, what, last))
 
-    def test_calibrates(self):
-        timeout = float(rospy.get_param("~timeout_s", 100))
+    def test_a_messages_arrive(self):
+        """Wiring, whatever the model's quality: this package's messages and the diagnostics."""
         self.wait(lambda: self.poses and self.keypoints and self.truth, 60,
                   "~pose, ~keypoints and the simulated truth")
         kp = self.keypoints[-1]
@@ -64,8 +64,15 @@ class DreamNodeStatic(unittest.TestCase):
         self.assertIn(self.poses[-1].status, ("rejected", "converging", "converged"))
         self.wait(lambda: any(any("dream_node" in s.name for s in d.status) for d in self.diags),
                   10, "diagnostics")
+        self.assertTrue(all(m.status == "rejected" or m.reprojection_error_px < 8.0
+                            for m in self.poses), "an accepted estimate broke the 8 px gate")
+
+    def test_b_converges_to_the_truth(self):
+        """Accuracy of the shipped model: static mode converges within ~max_mm / ~max_deg."""
         if not rospy.get_param("~expect_converged", True):
             return
+        timeout = float(rospy.get_param("~timeout_s", 100))
+        self.wait(lambda: self.truth, 30, "the simulated truth")
         self.wait(lambda: any(m.status == "converged" for m in self.poses), timeout,
                   "status converged")
         truth = msg_to_transform(self.truth[-1].transform)          # base_T_camera
