@@ -10,12 +10,14 @@ rostest_rc=0
 shopt -s nullglob
 for t in test/ros/*.test; do
   echo "=== rostest dream_ros $(basename "$t")"
-  if ! rostest --text dream_ros "$(basename "$t")" > "$ROS_HOME/rostest_$(basename "$t").log" 2>&1; then
+  log="$ROS_HOME/rostest_$(basename "$t").log"
+  # rostest can exit 0 with failed cases: read its summary too.
+  if ! rostest --text dream_ros "$(basename "$t")" > "$log" 2>&1 || ! grep -q "RESULT: SUCCESS" "$log"; then
     rostest_rc=1
-    tail -40 "$ROS_HOME/rostest_$(basename "$t").log"
+    tail -40 "$log"
     echo "=== rostest $(basename "$t"): FAILED"
   else
-    grep -E "^ \* (RESULT|TESTS|ERRORS|FAILURES)" "$ROS_HOME/rostest_$(basename "$t").log" || true
+    grep -E "^ \* (RESULT|TESTS|ERRORS|FAILURES)" "$log" || true
   fi
 done
 
