@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from pathlib import Path
 from typing import Optional
 
@@ -84,8 +84,8 @@ class DemoMonitor:
         self.after_converged = 0
         self.first_msg_time = None
         self.start = time.time()
-        self.overlays = deque(maxlen=64)               # (status, frames_used, Image)
-        self.saved_overlays = []
+        self.overlays = deque(maxlen=64)               # the newest ~overlay images
+        self.status_by_stamp = OrderedDict()           # pose stamp -> status, to pick overlays
         self.history = []
         self.done = False                              # judged: stop printing
         self.rejections = Counter()
@@ -103,14 +103,15 @@ class DemoMonitor:
     def _on_overlay(self, msg) -> None:
         if self.done:
             return
-        status = self.last[0].status if self.last is not None else ""
-        frames_used = self.last[0].frames_used if self.last is not None else 0
-        self.overlays.append((status, frames_used, msg))
+        self.overlays.append(msg)
 
     def _on_pose(self, msg) -> None:
         if self.done:
             return
         t = time.time() - self.start
+        self.status_by_stamp[msg.header.stamp] = msg.status
+        while len(self.status_by_stamp) > 500:
+            self.status_by_stamp.popitem(last=False)
         if self.first_msg_time is None:
             self.first_msg_time = t
         if msg.status not in OK_STATUSES:
@@ -183,17 +184,19 @@ class DemoMonitor:
         return resp.message if resp.success else "not saved (%s)" % resp.message
 
     def write_overlays(self):
-        """A few overlays spread over the run, the last one after convergence."""
+        """A few of the newest overlays, preferring frames the node accepted."""
         import cv2
         from cv_bridge import CvBridge
         items = list(self.overlays)
+        accepted = [m for m in items if self.status_by_stamp.get(m.header.stamp) in OK_STATUSES]
+        items = accepted or items
         if not items:
             return []
         idx = sorted(set(int(round(x)) for x in np.linspace(0, len(items) - 1, self.n_overlays)))
         bridge = CvBridge()
         paths = []
         for k, i in enumerate(idx):
-            status, frames_used, msg = items[i]
+            msg = items[i]
             bgr = bridge.imgmsg_to_cv2(msg, desired_encoding="bgr8")
             path = self.out / ("overlay_%02d.png" % k)
             ok, buf = cv2.imencode(".png", bgr)
