@@ -70,7 +70,8 @@ class DreamNodeStatic(unittest.TestCase):
     def test_b_converges_to_the_truth(self):
         """Accuracy of the shipped model: static mode converges within ~max_mm / ~max_deg."""
         if not rospy.get_param("~expect_converged", True):
-            return
+            self.skipTest("expect_converged:=false (the shipped model is not yet accurate enough "
+                          "for the accuracy bound; see models/panda_default.md)")
         timeout = float(rospy.get_param("~timeout_s", 100))
         self.wait(lambda: self.truth, 30, "the simulated truth")
         self.wait(lambda: any(m.status == "converged" for m in self.poses), timeout,
