@@ -44,6 +44,7 @@ rviz = yaml.safe_load(open("config/dream.rviz"))
 rviz["Panels"] = [p for p in rviz["Panels"] if p.get("Class") != "rviz/Displays"]
 yaml.safe_dump(rviz, open(work + "/shot.rviz", "w"))
 open(work + "/shot.launch", "w").write("""<launch>
+  <arg name="model" default=""/>
   <include file="$(find dream_ros)/launch/sim_camera.launch">
     <arg name="rate" value="4"/>
     <arg name="camera_position" value="[1.3, 0.6, 0.8]"/>
@@ -59,7 +60,6 @@ open(work + "/shot.launch", "w").write("""<launch>
   <param name="robot_description" textfile="%s/robot.urdf"/>
   <node pkg="robot_state_publisher" type="robot_state_publisher" name="robot_state_publisher"/>
   <node pkg="rviz" type="rviz" name="rviz" args="-d %s/shot.rviz"/>
-  <arg name="model" default=""/>
 </launch>
 """ % (work, work, work))
 PY
@@ -72,14 +72,13 @@ trap cleanup EXIT
 python - "${WAIT_S:-120}" <<'PY'
 import sys, time, rospy
 from dream_ros.msg import PoseEstimate
+import rosgraph
 deadline = time.time() + float(sys.argv[1])
-while True:
-    try:
-        rospy.init_node("rviz_screenshot_wait", anonymous=True)
-        break
-    except Exception:
-        if time.time() > deadline: sys.exit("no master")
-        time.sleep(1)
+while not rosgraph.is_master_online():
+    if time.time() > deadline + 60:
+        sys.exit("no master")
+    time.sleep(1)
+rospy.init_node("rviz_screenshot_wait", anonymous=True)
 got = []
 rospy.Subscriber("/dream_node/pose", PoseEstimate, lambda m: got.append(m.status))
 while time.time() < deadline and "converged" not in got:
