@@ -311,6 +311,8 @@ class DreamNode:
                 self.rospy.signal_shutdown(str(exc))
                 return
             except Exception as exc:     # a bug must not kill the worker: log it, keep going
+                if self._stop or self.rospy.is_shutdown():
+                    return                   # publishers already gone: not an error
                 try:
                     self._count("internal_error", "internal error (please report): %s\n%s"
                                 % (exc, traceback.format_exc()), level="error")
