@@ -128,6 +128,7 @@ class JsonLinesWriter:
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
+        _readable(self.tmp)
         os.replace(self.tmp, str(self.path))
 
     def abort(self) -> None:
@@ -138,10 +139,18 @@ class JsonLinesWriter:
             pass
 
 
+def _readable(tmp: str) -> None:
+    """mkstemp creates 0600 files; results are for sharing: 0644 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o644 & ~umask)
+
+
 def _write_json(path: Path, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
+    _readable(tmp)
     os.replace(tmp, str(path))
 
 
@@ -153,6 +162,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(buf.tobytes())
+    _readable(tmp)
     os.replace(tmp, str(path))
 
 

@@ -204,6 +204,7 @@ class DemoMonitor:
                 fd, tmp = tempfile.mkstemp(dir=str(self.out), suffix=".tmp")
                 with os.fdopen(fd, "wb") as f:
                     f.write(buf.tobytes())
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, str(path))
                 paths.append(path)
         return paths
