@@ -327,7 +327,7 @@ def run(args) -> int:
     del ours
     for arch in archs:
         pipe = _dream_pipeline(arch, robot, args.threads)
-        print("- %s: %s; only %d frames (about a second each here)"
+        print("- %s: %s; only %d frames (each takes seconds here)"
               % (pipe.label, pipe.note, args.dream_frames), file=out)
         out.flush()
         rows.append(_run(pipe, robot, stream, args.dream_frames, min(args.warmup, 1)))
