@@ -112,6 +112,12 @@ def _save(out: Path, net, state, prov, metrics) -> None:
     save_model(out, net, cfg, fp16=True)
 
 
+def _export_source(checkpoint: str) -> str:
+    """The --export argument that selects this checkpoint again: the run dir for its best/last."""
+    p = Path(checkpoint)
+    return str(p.parent) if p.name in (ckpt.BEST, ckpt.LAST) else str(p)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "%.4f" % v
@@ -159,7 +165,7 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
         lines.append("    %s" % c)
     lines += ["", "Export:", "",
               "    python -m dream_ros train --export %s --to %s --card %s"
-              % (Path(prov["checkpoint"]).parent, model_path, path),
+              % (_export_source(prov["checkpoint"]), model_path, path),
               "", "## Validation history", "",
               "| images seen | hours | val PCK AUC (0-20 px) | median px | detected | val MSE |",
               "|---|---|---|---|---|---|"]
