@@ -45,8 +45,17 @@ if [ ! -x "$VENV/bin/dream" ]; then
 fi
 
 # 3. The catkin workspace (git-ignored) holding this package; messages generated for Python only.
-mkdir -p "$WS/src"
-[ -L "$WS/src/dream_ros" ] || ln -sfn "$ROOT" "$WS/src/dream_ros"
+# The package folder holds one link per top-level entry of the repo, not a link to the repo itself:
+# the repo contains .catkin_ws, and a link back to it makes a file-system loop that breaks rosrun.
+PKG="$WS/src/dream_ros"
+if [ -L "$PKG" ]; then rm -f "$PKG"; rm -rf "$WS/build" "$WS/devel"; fi
+mkdir -p "$PKG"
+for entry in "$ROOT"/*; do
+  name=$(basename "$entry")
+  case "$name" in out|runs|data) continue ;; esac
+  [ "$(readlink "$PKG/$name" 2>/dev/null)" = "$entry" ] || ln -sfn "$entry" "$PKG/$name"
+done
+for link in "$PKG"/*; do [ -e "$link" ] || rm -f "$link"; done   # entries removed from the repo
 source "$VENV/bin/activate"
 cd "$WS"
 # Rebuild only when the package's build inputs changed.
