@@ -23,20 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 
+from dream_ros import frames  # noqa: E402
+
 K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """camera_T_base of an OpenCV camera at ``eye`` looking at ``target``."""
-    eye = np.asarray(eye, float)
-    z = np.asarray(target, float) - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, np.cross(z, x), z])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
+    """camera_T_base of an OpenCV camera (z forward, y down) at ``eye`` looking at ``target``."""
+    return frames.invert(frames.look_at(eye, target, up=up))
 
 
 def random_camera(rng) -> np.ndarray:

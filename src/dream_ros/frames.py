@@ -76,3 +76,24 @@ def pose_error(T_est: np.ndarray, T_true: np.ndarray):
 def base_T_camera_link(camera_T_base: np.ndarray) -> np.ndarray:
     """Pose of the ROS camera_link in the base frame, from a PnP result (optical frame)."""
     return invert(camera_T_base) @ invert(LINK_T_OPTICAL)
+
+
+def look_at(eye, target, roll_rad: float = 0.0, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """base_T_camera of an optical-frame camera at ``eye`` looking at ``target`` (both in the base
+    frame): image "down" as close to -``up`` as possible, then rolled about the optical axis.
+    Looking straight along ``up`` picks image "down" from the base x axis instead."""
+    eye = np.asarray(eye, dtype=float).reshape(3)
+    forward = np.asarray(target, dtype=float).reshape(3) - eye
+    norm = np.linalg.norm(forward)
+    if norm < 1e-9:
+        raise ValueError("camera position and look-at point coincide: %s" % (list(eye),))
+    forward /= norm
+    down = -np.asarray(up, dtype=float)
+    down = down - down.dot(forward) * forward
+    if np.linalg.norm(down) < 1e-6:
+        down = np.array([1.0, 0.0, 0.0]) - forward[0] * forward
+    down /= np.linalg.norm(down)
+    right = np.cross(down, forward)
+    c, s = np.cos(roll_rad), np.sin(roll_rad)
+    right, down = c * right + s * down, -s * right + c * down
+    return make_transform(np.stack([right, down, forward], axis=1), eye)

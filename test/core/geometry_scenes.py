@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dream_ros import frames
 from dream_ros.robot import RobotModel
 
 K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
@@ -20,16 +21,7 @@ def panda() -> RobotModel:
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """camera_T_base of an OpenCV camera (z forward, y down) at ``eye`` looking at ``target``."""
-    eye = np.asarray(eye, float)
-    z = np.asarray(target, float) - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
+    return frames.invert(frames.look_at(eye, target, up=up))
 
 
 def random_camera(rng) -> np.ndarray:

@@ -24,13 +24,7 @@ K = np.array([[520.0, 0, 319.5], [0, 520.0, 239.5], [0, 0, 1]])
 
 
 def look_at(eye, target=(0.0, 0.0, 0.45)):
-    eye = np.asarray(eye, float)
-    f = np.asarray(target, float) - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, [0, 0, 1.0])
-    r /= np.linalg.norm(r)
-    d = np.cross(f, r)
-    return frames.invert(frames.make_transform(np.stack([r, d, f], axis=1), eye))
+    return frames.invert(frames.look_at(eye, target))
 
 
 TRUE_T = look_at((1.6, 0.7, 0.9))

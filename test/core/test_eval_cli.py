@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dream_ros import frames
 from dream_ros.cli import main
 from dream_ros.evaluation import results as R
 from dream_ros.evaluation import runner
@@ -21,16 +22,7 @@ K = np.array([[520.0, 0.0, 322.0], [0.0, 515.0, 238.0], [0.0, 0.0, 1.0]])
 
 def _look_at_camera_T_base(eye, target=(0.0, 0.0, 0.45)):
     """camera_T_base for an optical-frame camera at ``eye`` (base frame) looking at ``target``."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    base_T_cam = np.eye(4)
-    base_T_cam[:3, :3] = np.stack([x, y, z], axis=1)
-    base_T_cam[:3, 3] = eye
-    return np.linalg.inv(base_T_cam)
+    return frames.invert(frames.look_at(eye, target))
 
 
 def write_ndds(folder: Path, n_frames=6, units="cm", drop_joints=(), offscreen_frame=None, seed=0):

@@ -35,12 +35,7 @@ K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 
 
 def look_at(eye, target=(0.0, 0.0, 0.45)):
-    eye = np.asarray(eye, float)
-    f = np.asarray(target, float) - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, [0, 0, 1.0])
-    r /= np.linalg.norm(r)
-    return frames.invert(frames.make_transform(np.stack([r, np.cross(f, r), f], axis=1), eye))
+    return frames.invert(frames.look_at(eye, target))
 
 
 TRUE_T = look_at((1.7, 0.6, 1.0))     # camera_T_base

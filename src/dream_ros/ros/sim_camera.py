@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..frames import from_translation_quaternion, invert, make_transform
+from ..frames import from_translation_quaternion, invert, look_at
 
 DEFAULT_CAMERA_POSITION = (1.3, 0.6, 0.8)       # metres in the base frame: in front, to one side
 DEFAULT_LOOK_AT = (0.1, 0.0, 0.45)
@@ -47,16 +47,9 @@ def look_at_camera_T_base(position: Sequence[float], target: Sequence[float],
     forward = np.asarray(target, float).reshape(3) - eye
     if np.linalg.norm(forward) < 1e-6:
         raise ConfigError("camera position and look-at point coincide: %s" % (list(eye),))
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, np.asarray(up, float))
-    if np.linalg.norm(right) < 1e-6:
+    if np.linalg.norm(np.cross(forward / np.linalg.norm(forward), np.asarray(up, float))) < 1e-6:
         raise ConfigError("camera looks straight along the up axis; give a different look_at")
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    base_R_cam = np.stack([right, down, forward], axis=1)   # columns: optical x, y, z in base
-    a = np.radians(roll_deg)
-    roll = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
-    return invert(make_transform(base_R_cam @ roll, eye))
+    return invert(look_at(eye, target, np.radians(roll_deg), up))
 
 
 def intrinsics_from_fov(width: int, height: int, fov_deg: float) -> np.ndarray:

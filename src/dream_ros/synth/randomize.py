@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .. import frames
 from ..errors import ConfigError
 from .render import intrinsics_from_fov
 from .scene import RobotScene
@@ -55,20 +56,7 @@ def merged_ranges(synth: Dict) -> Dict:
 def look_at(position: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) -> np.ndarray:
     """world_T_optical for a camera at ``position`` looking at ``target``, image 'down' as close to
     world -z as possible, then rolled about the optical axis."""
-    z = target - position
-    z = z / np.linalg.norm(z)
-    down = np.array([0.0, 0.0, -1.0])
-    y = down - down.dot(z) * z
-    if np.linalg.norm(y) < 1e-6:            # looking straight up/down: any image 'down' will do
-        y = np.array([1.0, 0.0, 0.0]) - z[0] * z
-    y /= np.linalg.norm(y)
-    x = np.cross(y, z)
-    c, s = np.cos(roll_rad), np.sin(roll_rad)
-    x, y = c * x + s * y, -s * x + c * y
-    T = np.eye(4)
-    T[:3, :3] = np.c_[x, y, z]
-    T[:3, 3] = position
-    return T
+    return frames.look_at(position, target, roll_rad)
 
 
 @dataclass
