@@ -453,7 +453,8 @@ def save_calibration(path: Union[str, Path], estimate: PoseEstimate, base_frame:
         "inliers": int(estimate.num_inliers),
         "spread_translation_m": ex.get("spread_translation_m"),
         "spread_rotation_deg": ex.get("spread_rotation_deg"),
-        "covariance_base_T_camera": _finite_list(estimate.covariance),
+        # the solver's covariance is of camera_T_base; the file names the camera pose's
+        "covariance_base_T_camera": _finite_list(camera_pose_covariance(T, estimate.covariance)),
     }
     quality = {k: (float(v) if isinstance(v, (np.floating, float)) else v)
                for k, v in quality.items()}

@@ -273,6 +273,17 @@ def test_save_and_load_roundtrip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["cam.yaml"]    # no temp file left
 
 
+def test_saved_covariance_is_of_the_camera_pose_in_the_base_frame(tmp_path):
+    """The solver's covariance is of camera_T_base; the file's key names base_T_camera."""
+    est = _accepted()
+    est.covariance = np.diag([1e-6, 2e-6, 3e-6, 1e-4, 2e-4, 3e-4])
+    path = save_calibration(tmp_path / "cov.yaml", est, "panda_link0", "cam_optical")
+    saved = np.array(yaml.safe_load(path.read_text())["quality"]["covariance_base_T_camera"])
+    expected = camera_pose_covariance(TRUE_T, est.covariance)
+    assert np.allclose(saved.reshape(6, 6), expected)
+    assert not np.allclose(expected, est.covariance)    # the conversion is not a no-op here
+
+
 def test_save_to_camera_link(tmp_path):
     path = save_calibration(tmp_path / "c.yaml", _accepted(), "panda_link0", "cam_optical",
                             tf_child="cam_link", child_T_camera=frames.LINK_T_OPTICAL)
