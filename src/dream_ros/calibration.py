@@ -24,6 +24,7 @@ import yaml
 
 from . import frames
 from .errors import ConfigError, InputError
+from .resources import load_yaml_file
 from .types import Detections, PoseEstimate
 
 MODES = ("continuous", "static")
@@ -533,14 +534,7 @@ def _read_transform(doc: dict, key: str, path) -> np.ndarray:
 def load_calibration(path: Union[str, Path]) -> Calibration:
     """Read and cross-check a file written by ``save_calibration``; ConfigError if unusable."""
     path = Path(os.path.expanduser(str(path)))
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("cannot read calibration file %s: %s" % (path, exc))
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("calibration file %s is not valid YAML: %s" % (path, exc))
+    doc = load_yaml_file(path, "calibration file")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConfigError("%s is not a dream_ros calibration file (expected format: %s)"
                           % (path, FORMAT))

@@ -76,3 +76,17 @@ def resolve_uri(uri: str, relative_to: Optional[Path] = None) -> Path:
     if not path.exists():
         raise ConfigError("file not found: %s (from %r)" % (path, uri))
     return path
+
+
+def load_yaml_file(path: Path, what: str):
+    """Parsed YAML of ``path``; ConfigError naming ``what`` (e.g. "robot config") when the file
+    cannot be read or is not valid YAML. Callers check the document's shape themselves."""
+    import yaml
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("cannot read %s %s: %s" % (what, path, exc))
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("%s %s is not valid YAML: %s" % (what, path, exc))

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import numpy as np
-import yaml
 
 from .errors import ConfigError
-from .resources import ROBOTS_DIR, resolve_uri
+from .resources import ROBOTS_DIR, load_yaml_file, resolve_uri
 
 REQUIRED_KEYS = ("name", "urdf", "base_frame", "joints", "keypoints")
 
@@ -61,10 +60,7 @@ def load_robot_config(name_or_path: Union[str, Path]) -> RobotConfig:
                               % (str(name_or_path), path, ", ".join(available_robots())))
     if not path.exists():
         raise ConfigError("robot config not found: %s" % path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("robot config %s is not valid YAML: %s" % (path, exc))
+    data = load_yaml_file(path, "robot config")
     if not isinstance(data, dict):
         raise ConfigError("robot config %s must be a mapping" % path)
     missing = [k for k in REQUIRED_KEYS if k not in data]

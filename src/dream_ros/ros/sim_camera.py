@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..frames import from_translation_quaternion, invert, look_at
+from ..resources import load_yaml_file
 
 DEFAULT_CAMERA_POSITION = (1.3, 0.6, 0.8)       # metres in the base frame: in front, to one side
 DEFAULT_LOOK_AT = (0.1, 0.0, 0.45)
@@ -136,14 +137,10 @@ class JointTrajectory:
 
 def load_waypoints(path: str, joint_names: Sequence[str]) -> tuple:
     """Waypoint file: YAML ``{period_s: 20, waypoints: [[q1..qJ], ...] or [{joint: rad}, ...]}``."""
-    import yaml
     p = Path(path)
     if not p.is_file():
         raise ConfigError("trajectory file not found: %s" % p)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("trajectory file %s is not valid YAML: %s" % (p, exc))
+    data = load_yaml_file(p, "trajectory file")
     if not isinstance(data, dict) or "waypoints" not in data:
         raise ConfigError("trajectory file %s needs a 'waypoints' list" % p)
     rows = []
