@@ -212,7 +212,7 @@ class Calibrator:
         K, dist = validate_intrinsics(K, dist)
         points_3d_all = self._keypoints_3d(joints)
         det = self.detector.detect(rgb, return_belief=return_belief)
-        points_3d = points_3d_all[self._order(det.names)]
+        points_3d = points_3d_all[self.order(det.names)]
         uv = undistort_pixels(det.uv, K, dist)
         uv[~np.asarray(det.detected, bool)] = np.nan
         result = self._solve_single(points_3d, uv, K, det)
@@ -240,7 +240,12 @@ class Calibrator:
             raise InputError("forward kinematics gave no finite (K, 3) keypoints for these joints")
         return pts
 
-    def _order(self, names) -> np.ndarray:
+    def keypoints_3d(self, joints, names) -> np.ndarray:
+        """Forward-kinematics keypoints (base frame) in the order of ``names`` (a detection's)."""
+        return self._keypoints_3d(joints)[self.order(names)]
+
+    def order(self, names) -> np.ndarray:
+        """Indices of ``names`` among the robot's keypoints (ConfigError for unknown names)."""
         names = list(names)
         if self._index is None or len(self._index) != len(names):
             robot_names = list(self.robot.keypoint_names)

@@ -206,11 +206,6 @@ class OfflineCalibration:
         self.skipped_other_K = 0
         self.truths: List[np.ndarray] = []
 
-    def points_3d(self, joints, names) -> np.ndarray:
-        pts = np.asarray(self.robot.keypoints_3d(joints), float)
-        robot_names = list(self.robot.keypoint_names)
-        return pts[[robot_names.index(n) for n in names]]
-
     def process(self, frame):
         """(detections, single-frame estimate, points_3d in detection order) for one frame."""
         from .types import PoseEstimate
@@ -221,7 +216,7 @@ class OfflineCalibration:
             det, est = self.calibrator.process(frame.rgb, frame.joints, frame.K)
         except InputError as exc:
             return None, PoseEstimate.failure("bad_input", str(exc)), None
-        pts = self.points_3d(frame.joints, det.names)
+        pts = self.calibrator.keypoints_3d(frame.joints, det.names)
         if frame.camera_T_base_true is not None:
             self.truths.append(np.asarray(frame.camera_T_base_true, float))
         if est.ok:

@@ -320,11 +320,15 @@ class RobotModel(object):
             return {l: np.array(T[l]) for l in links_t}
         return {l: np.array(T[l][0]) for l in links_t}
 
-    def keypoints_3d(self, joints) -> np.ndarray:
-        """Keypoints in the base frame: (K, 3) for one configuration, (N, K, 3) for a batch."""
+    def keypoint_frames(self, joints) -> np.ndarray:
+        """base_T_keypoint: each keypoint's link frame moved to the keypoint (its offset), (K, 4, 4)
+        for one configuration, (N, K, 4, 4) for a batch. Overlays draw these as axes."""
         links_t = tuple(dict.fromkeys(self._keypoint_links))
         T, batched = self._base_transforms(links_t, joints)
         stack = np.stack([T[l] for l in self._keypoint_links], axis=1)     # (N, K, 4, 4)
-        pts = (np.einsum("nkij,kj->nki", stack[:, :, :3, :3], self._keypoint_offsets)
-               + stack[:, :, :3, 3])
-        return pts if batched else pts[0]
+        stack[:, :, :3, 3] += np.einsum("nkij,kj->nki", stack[:, :, :3, :3], self._keypoint_offsets)
+        return stack if batched else stack[0]
+
+    def keypoints_3d(self, joints) -> np.ndarray:
+        """Keypoints in the base frame: (K, 3) for one configuration, (N, K, 3) for a batch."""
+        return self.keypoint_frames(joints)[..., :3, 3]

@@ -178,8 +178,6 @@ class DreamNode:
         self._ours = set()                          # (child, parent) links this node publishes
         self._capture = None                        # dict(event, result) while ~capture waits
         self._stop = False
-        kp_links = [(k.link, k.offset) for k in self.robot.config.keypoints]
-        self._kp_links = kp_links
 
         self.tf_buffer = tf2_ros.Buffer(cache_time=rospy.Duration(30.0))
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer)
@@ -564,14 +562,9 @@ class DreamNode:
                     shown = self.calibrator.estimate
             pts = frames_ = None
             if shown is not None:
-                order = self.calibrator._order(det.names)
-                pts = np.asarray(self.robot.keypoints_3d(joints))[order]
-                links = self.robot.link_transforms(joints, links=[l for l, _ in self._kp_links])
-                frames_ = []
-                for link, off in self._kp_links:
-                    T = links[link].copy()
-                    T[:3, 3] = T[:3, :3] @ off + T[:3, 3]
-                    frames_.append(T)
+                kp_frames = self.robot.keypoint_frames(joints)
+                pts = kp_frames[self.calibrator.order(det.names), :3, 3]
+                frames_ = list(kp_frames)
             err = shown.reprojection_error_px if shown is not None else None
             lines = ["%s  %d/%d keypoints" % (est.extras.get("stage", est.status) if est.ok
                                               else "frame REJECTED", det.num_detected,
