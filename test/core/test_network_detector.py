@@ -30,6 +30,7 @@ class FixedMaps(nn.Module):
 
 
 def torch_detector(model, **kw):
+    kw.setdefault("zoom", False)     # FixedMaps ignores the image, so a zoom pass would move it
     return KeypointDetector(model, device="cpu", backend="torch", **kw)
 
 

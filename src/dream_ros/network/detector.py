@@ -3,6 +3,11 @@
 preprocess (model's mode, exact inverse mapping) -> network (torch or ONNX Runtime) -> peak
 extraction (the model's BeliefMapCodec) -> output map px -> net input px -> raw px. Keypoints that
 map outside the raw image (e.g. into letterbox padding) are reported as not detected.
+
+Zoom pass (our models): a second network pass on a crop around the first pass's keypoints, so a
+robot far away fills the network input (``network/zoom.py``); its detections replace the first
+pass's. Measured on the 640x480 synthetic test set with the shipped model of 08:00 (100 frames):
+PCK AUC 0.245 -> 0.280, keypoints found 72% -> 77%, for one more forward pass.
 """
 from __future__ import annotations
 
@@ -44,6 +49,13 @@ def _have_onnxruntime() -> bool:
         return False
 
 
+def _on_image(uv: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """(N,) True where a pixel position lies on a (width, height) image (extents [-0.5, W-0.5])."""
+    w, h = size
+    with np.errstate(invalid="ignore"):
+        return (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
+
+
 class KeypointDetector:
     """Detect the model's keypoints in RGB images.
 
@@ -54,14 +66,16 @@ class KeypointDetector:
     torch otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold,
     ambiguity, peak_offset ...) replace the model's peak-extraction parameters. num_threads, when
     given, sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
-    the CPU (measured faster for ours), off on CUDA.
+    the CPU (measured faster for ours), off on CUDA. zoom: the second pass on a robot-centred
+    crop; None = on for our models, off for DREAM's (so they give DREAM's outputs).
     """
 
     def __init__(self, model: Union[str, Path, Tuple[nn.Module, ModelConfig]],
                  device: Union[str, torch.device] = "auto", backend: str = "auto",
                  threshold: Optional[float] = None, ambiguity: Optional[float] = None,
                  num_threads: Optional[int] = None, channels_last: Optional[bool] = None,
-                 onnx_cache_dir: Optional[Union[str, Path]] = None, **codec_overrides):
+                 onnx_cache_dir: Optional[Union[str, Path]] = None, zoom: Optional[bool] = None,
+                 **codec_overrides):
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} not in {BACKENDS}")
         if num_threads:
@@ -89,6 +103,8 @@ class KeypointDetector:
                                  and self.preprocessor.mode != "none" and _have_onnxruntime()
                                  ) else "torch"
         self.backend = backend
+        self.zoom = (not config.is_dream and self.preprocessor.mode != "none") if zoom is None \
+            else bool(zoom)
         self.device = torch.device("cpu") if backend == "onnx" else pick_device(device)
         self.channels_last = (self.device.type == "cpu") if channels_last is None else channels_last
         net = net.eval().float()
@@ -134,7 +150,14 @@ class KeypointDetector:
         """Several images in one network pass (mode "none" needs equal image sizes)."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise InputError("detect_batch wants a list of images; use detect() for one image")
-        batch, geometries = self.preprocessor.batch(list(images))
+        images = list(images)
+        dets = self._single_pass(images, return_belief)
+        if not self.zoom:
+            return dets
+        return self._zoom_pass(images, dets)
+
+    def _single_pass(self, images: List[np.ndarray], return_belief: bool) -> List[Detections]:
+        batch, geometries = self.preprocessor.batch(images)
         maps = self.belief_maps(batch)
         if maps.ndim != 4 or maps.shape[:2] != (len(geometries), self.num_keypoints):
             raise ConfigError(f"network output {maps.shape} does not match {self.num_keypoints} "
@@ -144,6 +167,36 @@ class KeypointDetector:
         return [self._to_detections(xy_out[i], scores[i], detected[i], geometries[i], out_size,
                                     maps[i] if return_belief else None)
                 for i in range(len(geometries))]
+
+    def _zoom_pass(self, images: List[np.ndarray], first: List[Detections]) -> List[Detections]:
+        """Re-detect on robot-centred crops; crop detections replace the first pass's."""
+        from dream_ros.network.zoom import crop_box, crop_image
+        w_in, h_in = self.config.input_size
+        boxes, crops = [], []
+        for rgb, det in zip(images, first):
+            box = crop_box(det.uv[det.detected], w_in / h_in)
+            if box is not None and box[2] >= rgb.shape[1]:
+                box = None               # the crop would not zoom in
+            boxes.append(box)
+            if box is not None:
+                crops.append(crop_image(rgb, box))
+        if not crops:
+            return first
+        zoomed = iter(self._single_pass(crops, False))
+        out = []
+        for det, box in zip(first, boxes):
+            if box is None:
+                out.append(det)
+                continue
+            z = next(zoomed)
+            uv = z.uv + np.array(box[:2], dtype=np.float64)
+            use = z.detected & _on_image(uv, det.image_size)
+            merged_uv = np.where(use[:, None], uv, det.uv)
+            detected = use | det.detected
+            merged_uv[~detected] = np.nan
+            out.append(dataclasses.replace(det, uv=merged_uv, detected=detected,
+                                           scores=np.where(use, z.scores, det.scores)))
+        return out
 
     def _to_detections(self, xy_out, scores, detected, geometry: Geometry, out_size,
                        maps: Optional[np.ndarray]) -> Detections:

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fg-weight", type=float, default=10.0,
                    help="squared-error weight 1 + FG*target (0 = plain MSE as DREAM)")
     p.add_argument("--augment", default="strong", choices=("none", "dream", "strong"))
+    p.add_argument("--zoom-prob", type=float, default=0.3,
+                   help="share of training samples cropped around the robot, as the detector's "
+                   "zoom pass sees it (default 0.3)")
     p.add_argument("--workers", type=int, default=1, help="data loader worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
     p.add_argument("--val-fraction", type=float, default=0.02)
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
-        fg_weight=args.fg_weight, augment=args.augment, workers=args.workers,
+        fg_weight=args.fg_weight, augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
         threads=args.threads, val_fraction=args.val_fraction, max_val=args.max_val,
         min_frames=args.min_frames, max_minutes=args.max_minutes, max_steps=args.max_steps,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, seed=args.seed,

@@ -207,8 +207,10 @@ class KeypointDataset:
     def __init__(self, records: Sequence[FrameRecord], input_size: Tuple[int, int],
                  output_size: Tuple[int, int], augment: str = "none",
                  preprocessing: str = PREPROCESSING, half_pixel=None,
-                 mean=IMAGE_MEAN, std=IMAGE_STD):
+                 mean=IMAGE_MEAN, std=IMAGE_STD, zoom_prob: float = 0.0):
         self.records = list(records)
+        # fraction of augmented samples cropped around the robot as the detector's zoom pass does
+        self.zoom_prob = float(zoom_prob)
         self.pre = make_preprocessor(input_size, preprocessing, half_pixel, mean, std)
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = tuple(input_size)
@@ -229,6 +231,11 @@ class KeypointDataset:
             xy_raw_img = xy_raw * np.array([w / r.raw_size[0], h / r.raw_size[1]], dtype=np.float32)
         else:
             xy_raw_img = xy_raw
+        if self.augment != "none" and self.zoom_prob > 0 and np.random.random() < self.zoom_prob:
+            from ..network.zoom import random_training_crop
+            W_in, H_in = self.input_size
+            image, xy_raw_img = random_training_crop(image, xy_raw_img, W_in / H_in,
+                                                     np.random.default_rng(np.random.randint(2 ** 31)))
         image, xy_in = to_input(image, xy_raw_img, self.input_size, self.pre)
         if self.augment != "none":
             if self._aug is None:       # built lazily inside the worker process

@@ -49,6 +49,7 @@ class TrainConfig:
     sigma_anneal_images: int = 60000
     fg_weight: float = 10.0
     augment: str = "strong"
+    zoom_prob: float = 0.0           # share of training samples cropped around the robot
     workers: int = 1
     threads: int = 2
     val_fraction: float = 0.02
@@ -355,7 +356,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         order = np.resize(order, n_draw)   # tiny datasets: repeat the permutation
         mine = order[rank::world].tolist()
         ds = KeypointDataset([train_recs[i] for i in mine], input_size, out_size, cfg.augment,
-                             **data_kw)
+                             zoom_prob=cfg.zoom_prob, **data_kw)
         loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True,
                             num_workers=cfg.workers, persistent_workers=False,
                             prefetch_factor=4 if cfg.workers > 0 else None,

@@ -1,0 +1,74 @@
+"""Robot-centred crops: the zoom pass of the detector and the matching training crops.
+
+A small robot far from the camera covers a few dozen pixels of the 320x240 network input, where
+a stride-4 belief map cannot place its keypoints apart. The detector therefore runs a second
+pass on a crop around the first pass's keypoints, scaled so the robot fills the input; training
+draws the same kind of crops (around the labelled keypoints, with random margin and offset) so
+the network sees robots at that scale. Both use ``crop_box`` and ``crop_image`` below.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .preprocess import PAD_VALUE
+
+# crop side / keypoint box side, and extra pixels: the keypoints sit at link frames inside the
+# links, so the robot's silhouette reaches beyond their box
+DEFAULT_MARGIN = 1.5
+DEFAULT_PAD_PX = 16.0
+
+
+def crop_box(uv: np.ndarray, aspect: float, margin: float = DEFAULT_MARGIN,
+             pad_px: float = DEFAULT_PAD_PX, centre_shift: Tuple[float, float] = (0.0, 0.0)
+             ) -> Optional[Tuple[int, int, int, int]]:
+    """(x0, y0, w, h) of a crop with w/h = ``aspect`` around the finite points of ``uv`` (N,2).
+
+    The crop's side is ``margin`` times the points' box (on its longer side at this aspect) plus
+    ``pad_px``; ``centre_shift`` moves the centre by fractions of the crop size. None when fewer
+    than two points are finite.
+    """
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    uv = uv[np.all(np.isfinite(uv), axis=1)]
+    if len(uv) < 2:
+        return None
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    centre = (lo + hi) / 2.0
+    w = max(hi[0] - lo[0], (hi[1] - lo[1]) * aspect) * margin + pad_px
+    h = w / aspect
+    cx = centre[0] + centre_shift[0] * w
+    cy = centre[1] + centre_shift[1] * h
+    w_i, h_i = max(4, int(round(w))), max(4, int(round(h)))
+    return int(round(cx - w_i / 2.0)), int(round(cy - h_i / 2.0)), w_i, h_i
+
+
+def crop_image(image: np.ndarray, box: Tuple[int, int, int, int], fill: int = PAD_VALUE
+               ) -> np.ndarray:
+    """The ``box`` (x0, y0, w, h) of ``image``; parts outside the image are ``fill`` grey."""
+    x0, y0, w, h = box
+    H, W = image.shape[:2]
+    out = np.full((h, w) + image.shape[2:], fill, dtype=image.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def random_training_crop(image: np.ndarray, xy: np.ndarray, aspect: float,
+                         rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """A robot-centred crop as the zoom pass makes, with random margin and offset.
+
+    Uses the keypoints on the image; returns the image and keypoints unchanged when fewer than
+    two are on it or the crop would not zoom in (it is as large as the image).
+    """
+    H, W = image.shape[:2]
+    xy = np.asarray(xy, dtype=np.float32)
+    on = np.all(np.isfinite(xy), axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < W) \
+        & (xy[:, 1] >= 0) & (xy[:, 1] < H)
+    box = crop_box(xy[on], aspect, margin=float(rng.uniform(1.2, 2.0)),
+                   pad_px=float(rng.uniform(0.0, 2.0 * DEFAULT_PAD_PX)),
+                   centre_shift=tuple(rng.uniform(-0.12, 0.12, size=2)))
+    if box is None or box[2] >= W:
+        return image, xy
+    return crop_image(image, box), xy - np.array(box[:2], dtype=np.float32)
