@@ -172,3 +172,24 @@ def test_masks_match_labels(tmp_path):
         for k in np.flatnonzero(f.in_frame):
             u, v = np.clip(np.round(f.projected[k]).astype(int), 0, [95, 71])
             assert (mask[v, u] != 255) == f.occluded[k]
+
+
+def test_camera_overrides_replace_the_robot_config_ranges():
+    from dream_ros.synth.generate import SynthOptions, randomization
+    base = randomization({"camera": {"radius_m": [0.45, 2.0]}}, SynthOptions())
+    assert base["camera"]["radius_m"] == [0.45, 2.0]
+    r = randomization({"camera": {"radius_m": [0.45, 2.0]}},
+                      SynthOptions(camera_radius=(0.6, 1.4), closeup_prob=0.3))
+    assert r["camera"]["radius_m"] == [0.6, 1.4] and r["camera"]["closeup_prob"] == 0.3
+    assert r["fov_deg"] == base["fov_deg"]
+
+
+def test_cli_refuses_bad_camera_radius(tmp_path):
+    import argparse
+    import pytest
+    from dream_ros.errors import InputError
+    from dream_ros.synth import cli
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    with pytest.raises(InputError, match="camera-radius"):
+        cli.run(p.parse_args(["--out", str(tmp_path), "--camera-radius", "1.4", "0.6"]))

@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--fov", type=float, default=None,
                    help="fixed vertical field of view in degrees (default: random per frame, "
                         "range from the robot config); fixed gives one K for the whole set")
+    p.add_argument("--camera-radius", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="camera distance range in metres (default: the robot config's)")
+    p.add_argument("--closeup-prob", type=float, default=None,
+                   help="share of close-ups aimed at one keypoint (default: the robot config's)")
     p.add_argument("--distractors", type=int, default=8, help="max distractor primitives per image")
     p.add_argument("--mesh-distractors", type=int, default=12,
                    help="object-mesh distractor slots (pybullet_data objects, up to 4 per image)")
@@ -46,12 +50,18 @@ def run(args) -> int:
     from .generate import SynthOptions, run_synth
     if args.count < 0 or args.width < 16 or args.height < 16 or args.workers < 1:
         raise InputError("need --count >= 0, --width/--height >= 16 and --workers >= 1")
+    if args.camera_radius and not 0 < args.camera_radius[0] <= args.camera_radius[1]:
+        raise InputError("--camera-radius needs 0 < MIN <= MAX, got %s" % (args.camera_radius,))
+    if args.closeup_prob is not None and not 0.0 <= args.closeup_prob <= 1.0:
+        raise InputError("--closeup-prob must be in [0, 1], got %s" % args.closeup_prob)
     opts = SynthOptions(robot=args.robot, out=args.out, count=args.count, seed=args.seed,
                         width=args.width, height=args.height, ext="png" if args.png else "jpg",
                         jpeg_quality=args.jpeg_quality, fov=args.fov, distractors=args.distractors,
                         mesh_distractors=args.mesh_distractors,
                         photos=not args.no_photos, msaa=args.msaa, masks=args.masks,
-                        shard_index=args.shard[0], shard_count=args.shard[1])
+                        shard_index=args.shard[0], shard_count=args.shard[1],
+                        camera_radius=tuple(args.camera_radius) if args.camera_radius else None,
+                        closeup_prob=args.closeup_prob)
     card = run_synth(opts, workers=args.workers, progress=not args.quiet)
     secs = card["seconds_this_run"]
     n = card["frames_written_this_run"]

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -38,6 +38,8 @@ class SynthOptions:
     shard_count: int = 1
     msaa: int = 0                       # multisampling (0 = off: fastest)
     masks: bool = False                 # also write <name>.cs.png segmentation masks
+    camera_radius: Optional[Tuple[float, float]] = None   # overrides synth.camera.radius_m
+    closeup_prob: Optional[float] = None                  # overrides synth.camera.closeup_prob
 
 
 class FrameGenerator:
@@ -55,6 +57,10 @@ class FrameGenerator:
         self.renderer = SceneRenderer(self.scene, opts.width, opts.height)
         self.backgrounds = BackgroundSource(opts.width, opts.height, photos=opts.photos)
         self.randomizer = Randomizer(self.scene, opts.width, opts.height, fixed_fov_deg=opts.fov)
+        self.apply_camera_overrides(opts)
+
+    def apply_camera_overrides(self, opts: SynthOptions) -> None:
+        self.randomizer.ranges = randomization(self.scene.config.synth, opts)
 
     def make(self, index: int, return_mask: bool = False):
         """(rgb, record) of frame ``index`` (plus the label image 0/1/2 with ``return_mask``)."""
@@ -113,6 +119,7 @@ def _init_worker(opts: SynthOptions):
         # in-process reruns (tests, notebooks) reuse the built scene; frames depend only on opts
         _GEN.opts = opts
         _GEN.randomizer.fixed_fov = opts.fov
+        _GEN.apply_camera_overrides(opts)
         return
     _GEN = FrameGenerator(opts)
 
@@ -158,10 +165,20 @@ def code_version() -> str:
         return "unknown"
 
 
+def randomization(synth: Dict, opts: SynthOptions) -> Dict:
+    """The robot config's randomization ranges with --camera-radius / --closeup-prob applied."""
+    from .randomize import merged_ranges
+    ranges = merged_ranges(synth)
+    if opts.camera_radius is not None:
+        ranges["camera"]["radius_m"] = [float(v) for v in opts.camera_radius]
+    if opts.closeup_prob is not None:
+        ranges["camera"]["closeup_prob"] = float(opts.closeup_prob)
+    return ranges
+
+
 def dataset_card(opts: SynthOptions, done: int, skipped: int, seconds: float) -> Dict:
     from ..robot_config import load_robot_config
     from .backgrounds import PHOTO_LICENSES
-    from .randomize import merged_ranges
     cfg = load_robot_config(opts.robot)
     return {
         "generator": "dream_ros synth",
@@ -173,7 +190,7 @@ def dataset_card(opts: SynthOptions, done: int, skipped: int, seconds: float) ->
         "frames_total": int(opts.count),
         "frames_written_this_run": int(done), "frames_skipped_existing": int(skipped),
         "seconds_this_run": round(seconds, 1),
-        "randomization": merged_ranges(cfg.synth),
+        "randomization": randomization(cfg.synth, opts),
         "units": "metres; camera = OpenCV optical frame; pixel centres at integer coordinates",
         "intrinsics": "per frame in camera_data.intrinsics (random FOV)" if opts.fov is None
                       else "fixed: _camera_settings.json",
