@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-reprojection-error", type=float, default=None, metavar="PX",
                         help="reject single-frame estimates above this RMS error (node default)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="peak threshold (default: the model's)")
+    parser.add_argument("--ambiguity", type=float, default=None,
+                        help="drop a keypoint whose second peak is within this fraction of the "
+                        "first (default: the model's; 0 keeps every peak)")
+    parser.add_argument("--no-zoom", action="store_true",
+                        help="one network pass (no second pass on a robot-centred crop)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +330,8 @@ def run(args) -> int:
     if missing:
         raise ConfigError("model %s detects %s, which robot %s does not have: pass the matching "
                           "--robot" % (model_ref, ", ".join(missing), robot.name))
-    detector = KeypointDetector((net, model_config), device=args.device)
+    detector = KeypointDetector((net, model_config), device=args.device, threshold=args.threshold,
+                                ambiguity=args.ambiguity, zoom=False if args.no_zoom else None)
     gates = {}
     if args.max_reprojection_error is not None:
         gates["max_reprojection_error_px"] = float(args.max_reprojection_error)

@@ -37,12 +37,20 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
                    help="network backend (auto: ONNX Runtime for our nets on the CPU, as the node)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="peak threshold (default: the model's)")
+    p.add_argument("--ambiguity", type=float, default=None,
+                   help="drop a keypoint whose second peak is within this fraction of the first "
+                   "(default: the model's; 0 keeps every peak)")
+    p.add_argument("--no-zoom", action="store_true",
+                   help="one network pass (no second pass on a robot-centred crop)")
 
 
 def _load_detector(args):
     from ..network.detector import KeypointDetector
     det = KeypointDetector(args.model, device=args.device, backend=args.backend,
-                           num_threads=max(1, int(args.threads)))
+                           num_threads=max(1, int(args.threads)), threshold=args.threshold,
+                           ambiguity=args.ambiguity, zoom=False if args.no_zoom else None)
     return det, det.config
 
 
