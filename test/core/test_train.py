@@ -181,3 +181,43 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
     assert st["spec"]["preprocessing"] == "letterbox" and st["input_size"] == [320, 240]
     k = "stem.0.0.weight"
     _t.testing.assert_close(st["model"][k], net.state_dict()[k])          # lr 0: unchanged
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_fixed_validation_set_replaces_the_hash_split(tmp_path):
+    from dream_ros.train.loop import train
+    res = train(_cfg(tmp_path, max_steps=1, val_fraction=0.5, val_data=[str(TINY)]))
+    n_tiny = len(list(TINY.glob("0*.json")))
+    assert res["history"][-1]["n_val"] == n_tiny          # every frame of --val-data
+    assert res["history"][-1]["n_inframe"] > 0
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from dream_ros.train.checkpoint import load_checkpoint
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dream_ros", "train", "--data", str(TINY), "--out", str(run),
+           "--arch", "dream_tiny_s4", "--input-size", "160", "128", "--batch-size", "2",
+           "--epoch-images", "1000", "--augment", "none", "--workers", "0", "--threads", "1",
+           "--val-fraction", "0", "--min-frames", "1", "--no-progress", "--log-every", "1",
+           "--ckpt-minutes", "1000"]
+    log = tmp_path / "train.log"
+    out = open(log, "w")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (log.exists() and "step 3 " in log.read_text()):
+            time.sleep(0.2)
+        assert "step 3 " in log.read_text(), "training did not start"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.close()
+    assert "terminated: checkpoint" in log.read_text()
+    assert load_checkpoint(run)["counters"]["steps"] >= 3       # mid-epoch steps were kept

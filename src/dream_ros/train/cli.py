@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "zoom pass sees it (default 0.3)")
     p.add_argument("--workers", type=int, default=1, help="data loader worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--val-data", action="append", default=[], metavar="DIR",
+                   help="fixed validation set(s) (NDDS); default: hold out --val-fraction of --data")
     p.add_argument("--val-fraction", type=float, default=0.02)
     p.add_argument("--max-val", type=int, default=300, help="validation frames used at most")
     p.add_argument("--min-frames", type=int, default=500,
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
         fg_weight=args.fg_weight, augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
-        threads=args.threads, val_fraction=args.val_fraction, max_val=args.max_val,
+        threads=args.threads, val_fraction=args.val_fraction, val_data=list(args.val_data),
+        max_val=args.max_val,
         min_frames=args.min_frames, max_minutes=args.max_minutes, max_steps=args.max_steps,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, seed=args.seed,
         log_every=args.log_every, device=args.device, progress=not args.no_progress,

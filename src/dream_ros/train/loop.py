@@ -53,6 +53,7 @@ class TrainConfig:
     workers: int = 1
     threads: int = 2
     val_fraction: float = 0.02
+    val_data: List[str] = dataclasses.field(default_factory=list)   # fixed validation sets
     max_val: int = 300
     min_frames: int = 500
     max_minutes: float = 0.0         # 0 = no limit
@@ -311,6 +312,22 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         % (arch, n_params / 1e6, input_size, out_size, len(names), device, world))
 
     index = FrameIndex(cfg.data, names, object_class=robot.dream_name)
+    # A fixed validation set (--val-data) keeps scores comparable while the training data grows;
+    # without it, a hash-split share of the training frames is held out.
+    val_index = FrameIndex(cfg.val_data, names, object_class=robot.dream_name) if cfg.val_data else None
+
+    def split_frames():
+        if val_index is None:
+            return index.split(cfg.val_fraction, cfg.max_val)
+        val_index.refresh()
+        return index.split(0.0)[0], val_index.split(1.0, cfg.max_val)[1]
+
+    # SIGTERM (kill, a session ending): checkpoint and stop instead of losing the last minutes
+    import signal
+    import threading
+    terminate = threading.Event()
+    if rank == 0 and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: terminate.set())
     start = time.time()
     last_ckpt = time.time()
     hours_base = float(counters["wall_hours"])
@@ -331,7 +348,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     # wait for enough rendered frames (the renderer may still be starting)
     while True:
         index.refresh()
-        train_recs, val_recs = index.split(cfg.val_fraction, cfg.max_val)
+        train_recs, val_recs = split_frames()
         if len(train_recs) >= min(cfg.min_frames, cfg.batch_size * world) and len(index) >= cfg.min_frames \
                 or cfg.min_frames <= 0:
             break
@@ -345,7 +362,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     t_rate, n_rate = time.time(), 0
     while not stop and counters["epoch"] < cfg.epochs:
         index.refresh()
-        train_recs, val_recs = index.split(cfg.val_fraction, cfg.max_val)
+        train_recs, val_recs = split_frames()
         if not train_recs:
             raise InputError("no training frames in %s" % cfg.data)
         epoch = int(counters["epoch"])
@@ -407,6 +424,15 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 stop = True
             if cfg.max_minutes and elapsed_min() >= cfg.max_minutes:
                 stop = True
+            if terminate.is_set():
+                snapshot(history[-1] if history else None)
+                log("terminated: checkpoint %s after %d images" % (run_dir / ckpt.LAST,
+                                                                   counters["images_seen"]))
+                if writer is not None:
+                    writer.close()
+                dist_util.cleanup(ctx)
+                return {"counters": counters, "best_score": best_score,
+                        "history": history, "output_size": out_size, "terminated": True}
             if rank == 0 and (time.time() - last_ckpt) / 60.0 >= cfg.ckpt_minutes:
                 snapshot(history[-1] if history else None)
                 last_ckpt = time.time()
