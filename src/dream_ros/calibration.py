@@ -36,6 +36,7 @@ BEHIND_CAMERA = "behind_camera"
 IMPLAUSIBLE_DISTANCE = "implausible_distance"
 JUMP = "jump"
 NOT_CAPTURED = "not_captured"
+FRAME_OUTLIER = "frame_outlier"
 
 # Stage of the estimate returned by process(), in extras["stage"] (maps onto PoseEstimate.msg).
 STAGE_CONTINUOUS = "ok"
@@ -119,6 +120,28 @@ def _validate_rgb(rgb) -> np.ndarray:
     if rgb.dtype != np.uint8:
         raise InputError("image must be uint8, got %s" % rgb.dtype)
     return rgb
+
+
+def estimate_figures(est: PoseEstimate) -> Tuple[int, int, Optional[float]]:
+    """(correspondences used, inliers, RMS reprojection error px over the inliers) of an
+    estimate: a single frame's, or for a multi-frame estimate the joint solve's over all its
+    frames (its ``inliers`` mask and per-point errors describe only the latest frame)."""
+    ex = est.extras
+    if "joint_points" in ex and "joint_inliers" in ex:
+        rms = ex.get("rms_reprojection_px")
+        return (int(ex["joint_points"]), int(ex["joint_inliers"]),
+                None if rms is None else float(rms))
+    return int(est.num_points), int(est.num_inliers), est.reprojection_error_px
+
+
+def _frame_rms(est: PoseEstimate) -> float:
+    """RMS of the newest frame's per-point errors under a multi-frame estimate (all its rows)."""
+    e = est.reprojection_errors_px
+    if e is None:
+        return float("nan")
+    e = np.asarray(e, float)
+    e = e[np.isfinite(e)]
+    return float(np.sqrt(np.mean(e ** 2))) if e.size else float("nan")
 
 
 def _rms_reprojection(points_3d, uv, camera_T_base, K) -> float:
@@ -279,15 +302,15 @@ class Calibrator:
         T = est.camera_T_base
         if T is None or T.shape != (4, 4) or not np.all(np.isfinite(T)):
             return self._fail(est, "degenerate", "solver returned no finite transform")
-        err = est.reprojection_error_px
+        _, inliers, err = estimate_figures(est)   # a joint estimate: over all its frames
         if err is None or not math.isfinite(err) or err > g.max_reprojection_error_px:
             return self._fail(est, REPROJECTION_ERROR, "RMS reprojection error %s px exceeds "
                               "%.1f px"
                               % ("n/a" if err is None else "%.1f" % err,
                                  g.max_reprojection_error_px))
-        if est.num_inliers and est.num_inliers < g.min_keypoints:
+        if inliers and inliers < g.min_keypoints:
             return self._fail(est, TOO_FEW_KEYPOINTS, "only %d inlier keypoints, need %d"
-                              % (est.num_inliers, g.min_keypoints))
+                              % (inliers, g.min_keypoints))
         valid = np.all(np.isfinite(points_3d), axis=1)
         depth = (points_3d[valid] @ T[:3, :3].T + T[:3, 3])[:, 2]
         if depth.size == 0 or np.min(depth) < g.min_depth_m:
@@ -348,6 +371,18 @@ class Calibrator:
         if not agg.ok:
             agg.extras["single_frame"] = single
             return agg
+        frame_px = _frame_rms(agg)
+        if agg.extras.get("latest_frame_rejected") or (
+                not (agg.inliers is not None and np.any(agg.inliers))
+                and frame_px > self.gates.max_reprojection_error_px):
+            # The joint solve gated this frame out, or could not use it and it disagrees
+            # (wrong joint reading, out of sync, bad detections): the frame is rejected; the
+            # calibration so far is unchanged.
+            out = self._fail(self._copy(agg), FRAME_OUTLIER, "frame disagrees with the estimate "
+                             "from %d frames (%.1f px RMS under it): joint_states out of sync "
+                             "with the image, or bad detections" % (agg.frames_used, frame_px))
+            out.extras["single_frame"] = single
+            return out
         out = self._staged(agg)
         self._accepted = self._copy(out)
         if out.extras["stage"] == STAGE_CONVERGED:
@@ -452,11 +487,12 @@ def save_calibration(path: Union[str, Path], estimate: PoseEstimate, base_frame:
                               % (tf_child, camera_frame))
         parent_T_child = base_T_camera @ frames.invert(np.asarray(child_T_camera, float))
     ex = estimate.extras
+    figures = estimate_figures(estimate)     # a static estimate: over all its frames
     quality = {
         "status": str(ex.get("stage", estimate.status)),
-        "reprojection_error_px": estimate.reprojection_error_px,
-        "keypoints_used": int(estimate.num_points),
-        "inliers": int(estimate.num_inliers),
+        "reprojection_error_px": figures[2],
+        "keypoints_used": figures[0],
+        "inliers": figures[1],
         "spread_translation_m": ex.get("spread_translation_m"),
         "spread_rotation_deg": ex.get("spread_rotation_deg"),
         # the solver's covariance is of camera_T_base; the file names the camera pose's
@@ -573,12 +609,19 @@ def load_calibration(path: Union[str, Path]) -> Calibration:
                        model=str(doc.get("model", "")), date=str(doc.get("date", "")), path=path)
 
 
-def camera_pose_covariance(camera_T_base: np.ndarray, covariance: Optional[np.ndarray]
-                           ) -> Optional[np.ndarray]:
+def camera_pose_covariance(camera_T_base: np.ndarray, covariance: Optional[np.ndarray],
+                           child_T_camera: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Covariance of (x y z rx ry rz) of base_T_camera (the published camera pose) from the
     solver's covariance of (tx ty tz rx ry rz) of camera_T_base, by a numerical Jacobian of the
-    inversion (first-order propagation; rotation parts as rotation vectors)."""
+    inversion (first-order propagation; rotation parts as rotation vectors).
+
+    ``child_T_camera``: the pose published is of another frame rigidly attached to the camera
+    (e.g. camera_link, base_T_child = base_T_camera @ inv(child_T_camera)): its covariance."""
     if covariance is None or camera_T_base is None:
+        return None
+    camera_T_child = np.eye(4) if child_T_camera is None else frames.invert(
+        np.asarray(child_T_camera, dtype=float))
+    if camera_T_child.shape != (4, 4) or not np.all(np.isfinite(camera_T_child)):
         return None
     C = np.asarray(covariance, dtype=float)
     if C.shape != (6, 6) or not np.all(np.isfinite(C)):
@@ -590,7 +633,7 @@ def camera_pose_covariance(camera_T_base: np.ndarray, covariance: Optional[np.nd
 
     def inv_params(x):
         T = frames.make_transform(Rotation.from_rotvec(x[3:]).as_matrix(), x[:3])
-        return params(frames.invert(T))
+        return params(frames.invert(T) @ camera_T_child)
 
     x0 = params(camera_T_base)
     f0 = inv_params(x0)

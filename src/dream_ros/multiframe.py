@@ -309,6 +309,10 @@ class MultiFrameSolver(object):
                     "rejected_frame_ids": [f.id for f, ok in zip(frames, frame_ok) if not ok],
                     "latest_frame_rejected": bool(latest_in and not frame_ok[-1]),
                     "frames_in_history": len(self._frames),
+                    # The joint solve's own figures (inliers/reprojection_errors_px describe the
+                    # latest frame's rows): correspondences of the frames it considered, and
+                    # how many of them it kept (= num_points).
+                    "joint_points": int(len(p3)), "joint_inliers": int(point_ok.sum()),
                     "frames_waiting": len(self._frames) - len(frames), "converged": converged,
                     "rms_reprojection_px": float(np.sqrt(np.mean(e_in ** 2))),
                     "frame_gate_px": float(gate), "frame_estimate": single})

@@ -254,7 +254,9 @@ def estimate_to_msg(est, header, camera_frame: str, status: str, base_T_child=No
                     keypoints_detected: int = 0, covariance=None):
     """PoseEstimate (core) -> dream_ros/PoseEstimate. ``status``: the message's STATUS_* value;
     ``base_T_child``: the transform published on TF (None for a rejection: identity + NaN
-    figures); ``covariance``: 6x6 of the camera pose in the base frame."""
+    figures); ``covariance``: 6x6 of the published frame's pose (base_T_child) in the base
+    frame. Figures as documented in msg/PoseEstimate.msg: for a multi-frame (static) estimate
+    keypoints_used/inliers/reprojection_error_px are over all the frames used."""
     from dream_ros.msg import PoseEstimate as PoseMsg
     m = PoseMsg(header=header, camera_frame=str(camera_frame), status=str(status))
     m.reason = "" if est is None else str(est.reason or "")
@@ -266,11 +268,13 @@ def estimate_to_msg(est, header, camera_frame: str, status: str, base_T_child=No
     m.covariance = [float(c) for c in cov]
     m.keypoints_detected = int(keypoints_detected)
     if est is not None:
-        err = est.reprojection_error_px
+        from ..calibration import estimate_figures
+        used, inliers, err = estimate_figures(est)   # static mode: the joint solve's figures
         m.reprojection_error_px = float("nan") if err is None else float(err)
-        m.keypoints_used = int(est.num_points)
-        m.inliers = int(est.num_inliers)
-        m.frames_used = int(est.frames_used)
+        m.keypoints_used = min(used, 65535)      # uint16: static mode over many frames
+        m.inliers = min(inliers, 65535)
+        # a rejection publishes no estimate: no frame is used
+        m.frames_used = 0 if status == PoseMsg.STATUS_REJECTED else int(est.frames_used)
         for field in ("spread_translation_m", "spread_rotation_deg"):
             v = est.extras.get(field)
             setattr(m, field, float("nan") if v is None else float(v))

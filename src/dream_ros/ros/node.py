@@ -178,6 +178,9 @@ class DreamNode:
         self._ours = set()                          # (child, parent) links this node publishes
         self._capture = None                        # dict(event, result) while ~capture waits
         self._stop = False
+        # Timer callbacks publish holding this lock; shutdown() sets _stop under it, so once it
+        # unregisters the publishers nothing can publish to them any more.
+        self._alive = threading.Lock()
 
         self.tf_buffer = tf2_ros.Buffer(cache_time=rospy.Duration(30.0))
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer)
@@ -406,12 +409,13 @@ class DreamNode:
                                         detected=det.num_detected)
             if not static:
                 self._last_accepted = est
-            child = self._tf_target[0] if self._tf_target else self._optical
+            target = self._tf_target
+            child = target[0] if target else self._optical
+            child_T_optical = target[1] if target else np.eye(4)
             if base_T_child is None:
-                base_T_child = frames.invert(est.camera_T_base) @ frames.invert(
-                    self._tf_target[1] if self._tf_target else np.eye(4))
-            cov = camera_pose_covariance(est.camera_T_base, est.covariance) \
-                if child == self._optical else None
+                base_T_child = frames.invert(est.camera_T_base) @ frames.invert(child_T_optical)
+            # the covariance of the frame the message (and TF) carries, e.g. camera_link
+            cov = camera_pose_covariance(est.camera_T_base, est.covariance, child_T_optical)
             self.pub_pose.publish(estimate_to_msg(est, out_header, child, status, base_T_child,
                                                   det.num_detected, cov))
             with self.stats.lock:
@@ -538,10 +542,13 @@ class DreamNode:
         return msg_to_transform(tf.transform)
 
     def _static_tf_tick(self, _event) -> None:
-        try:
-            self._static_tf_once()
-        except Exception as exc:   # keep the timer alive whatever happens
-            self._log("error", "static_tf", "static TF: %s: %s" % (type(exc).__name__, exc))
+        with self._alive:
+            if self._stop:
+                return
+            try:
+                self._static_tf_once()
+            except Exception as exc:   # keep the timer alive whatever happens
+                self._log("error", "static_tf", "static TF: %s: %s" % (type(exc).__name__, exc))
 
     def _static_tf_once(self) -> None:
         with self._calib_lock:
@@ -652,10 +659,14 @@ class DreamNode:
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self, _event=None) -> None:
-        try:
-            self._diagnostics_once()
-        except Exception as exc:   # keep the timer alive whatever happens
-            self._log("error", "diagnostics", "diagnostics: %s: %s" % (type(exc).__name__, exc))
+        with self._alive:
+            if self._stop:
+                return
+            try:
+                self._diagnostics_once()
+            except Exception as exc:   # keep the timer alive whatever happens
+                self._log("error", "diagnostics", "diagnostics: %s: %s"
+                          % (type(exc).__name__, exc))
 
     def _diagnostics_once(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -715,20 +726,31 @@ class DreamNode:
         except self.rospy.ROSException:
             pass
 
-    def shutdown(self) -> None:
-        self._stop = True
+    def shutdown(self, worker_timeout_s: float = 10.0) -> None:
+        """Stop everything that publishes (timers, the worker with its frame in flight), then
+        unregister. Registered with rospy.on_shutdown, which runs before rospy closes its own
+        topics; a frame's publishing must never meet an unregistered handle."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        for sub in (self.sub_image, self.sub_info, self.sub_joints):
+            sub.unregister()                     # no new input
+        with self._alive:                        # waits for a timer callback in flight
+            self._stop = True
         with self._cond:
             self._cond.notify_all()
         for t in self._timers:
             t.shutdown()
-        for sub in (self.sub_image, self.sub_info, self.sub_joints):
-            sub.unregister()
+        if threading.current_thread() is not self._worker:   # the worker may call shutdown
+            self._worker.join(timeout=worker_timeout_s)       # (signal_shutdown on ConfigError)
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self.rospy.logwarn("dream_node: the frame in flight did not finish within %.0f s; "
+                               "shutting down anyway" % worker_timeout_s)
         for srv in (self.srv_capture, self.srv_reset, self.srv_save):
             srv.shutdown()
         for pub in (self.pub_keypoints, self.pub_pose, self.pub_overlay, self.pub_belief):
             pub.unregister()
         self.tf_listener.unregister()
-        self._worker.join(timeout=5.0)
 
 
 def _fmt(value, digits: int) -> str:
@@ -803,6 +825,12 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "torc
         raise ConfigError("model %r detects keypoints %s but robot %r has %s: the model is for "
                           "another robot; set ~model or ~robot" % (model, list(names),
                                                                    robot.config.name, robot_names))
+    if names is not None and len(set(names)) != len(robot_names):
+        raise ConfigError("model %r detects %d keypoints but robot %r has %d (the model lacks %s): "
+                          "the model was trained for another keypoint set; set ~model, or ~robot "
+                          "to a robot config with the model's keypoints"
+                          % (model, len(set(names)), robot.config.name, len(robot_names),
+                             ", ".join(n for n in robot_names if n not in names)))
     model_robot = getattr(cfg, "robot", None) if cfg is not None else None
     if model_robot and str(model_robot) not in (robot.config.name, robot.config.dream_name):
         raise ConfigError("model %r was trained for robot %r, not %r: set ~model or ~robot"
