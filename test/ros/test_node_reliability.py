@@ -629,3 +629,28 @@ def test_shutdown_never_publishes_to_an_unregistered_handle(feeder, robot, mode)
     time.sleep(0.3)
     assert late == [], "published after unregistering: %s" % late
     f.node.shutdown()                      # idempotent (the fixture calls it again)
+
+
+# ------------------------------------------------------------------- throttled log lines
+def test_repeated_bad_input_is_logged_once_per_throttle_window_and_counted(feeder, monkeypatch):
+    from diagnostic_msgs.msg import DiagnosticArray
+    warnings = []
+    monkeypatch.setattr(rospy, "logwarn", lambda m, *a, **k: warnings.append(m))
+    f = feeder("/r_throttle", params={"log_throttle_s": 60.0})
+    for _ in range(3):
+        img = f.player.Image(height=H, width=W, encoding="16UC1", step=W * 2,
+                             data=bytes(W * H * 2))
+        assert f.frame(image=img).status == "rejected"
+    assert len([w for w in warnings if "[bad_image]" in w]) == 1, warnings
+    assert "not a colour image" in [w for w in warnings if "[bad_image]" in w][0]
+    assert f.node.stats.rejections["bad_image"] == 3
+    diags = Collector("/diagnostics", DiagnosticArray)
+    try:
+        wait_for(lambda: f.node.pub_diag.get_num_connections() > 0, what="diagnostics subscriber")
+        f.node._diagnostics_once()
+        mine = wait_for(lambda: [st for d in diags.msgs for st in d.status
+                                 if "r_throttle_node" in st.name], what="our diagnostics")
+    finally:
+        diags.close()
+    values = {kv.key: kv.value for kv in mine[-1].values}
+    assert values["rejected: bad_image"] == "3" and "not a colour image" in values["last_rejection"]
