@@ -366,7 +366,9 @@ def main(argv=None) -> int:
              % (len(published) - len(got),
                 100.0 * (len(published) - len(got)) / max(len(published), 1),
                 d("images_dropped_stale"))),
-            ("accepted (status ok)", "%d" % accepted),
+            ("accepted (status ok)", "%d%s" % (accepted, "; rejected: " + ", ".join(
+                "%s %d" % (k[len("rejected: "):], d(k)) for k in sorted(diag1)
+                if k.startswith("rejected: ") and d(k)) if len(got) > accepted else "")),
             ("lag median / p95 / max", "%.3f / %.3f / %.3f s" % (
                 med, p95, float(np.max(lags)) if lags.size else float("nan"))),
             ("lag median 1st / last third", "%.3f / %.3f s" % (

@@ -186,6 +186,16 @@ class Calibrator:
         if unknown:
             raise ConfigError("unknown PnP option(s) %s; valid: %s"
                               % (", ".join(unknown), ", ".join(sorted(set(params) - fixed))))
+        # Option values: a dry run on a synthetic view, so a bad value (a string, a negative
+        # threshold) fails here, not as a rejection of every frame.
+        K0 = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+        p3 = np.array([[x, y, z] for x in (-0.3, 0.3) for y in (-0.3, 0.3)
+                       for z in (1.2, 1.8)]) + [0.05, -0.02, 0.0]
+        p2 = p3[:, :2] / p3[:, 2:] * 500.0 + [320, 240]
+        try:
+            solve_pnp(p3, p2, K0, **self.pnp_options)
+        except (InputError, TypeError, ValueError) as exc:
+            raise ConfigError("PnP options %s: %s" % (self.pnp_options, exc))
         if self.mode == "static":
             from .multiframe import MultiFrameSolver
             own = set(inspect.signature(MultiFrameSolver.__init__).parameters) - {"self", "K"}
@@ -195,9 +205,8 @@ class Calibrator:
                 raise ConfigError("unknown multi-frame solver option(s) %s; valid: %s"
                                   % (", ".join(unknown), ", ".join(sorted(valid))))
             try:
-                MultiFrameSolver(np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]]),
-                                 **self.solver_options)
-            except (TypeError, InputError) as exc:
+                MultiFrameSolver(K0, **self.solver_options).add_frame(p3, p2)
+            except (TypeError, ValueError, InputError) as exc:
                 raise ConfigError("multi-frame solver options %s: %s"
                                   % (self.solver_options, exc))
 

@@ -30,7 +30,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .errors import InputError
-from .pnp import LM_CRITERIA, check_camera, check_correspondences, pose_covariance, solve_pnp
+from .pnp import (LM_CRITERIA, check_camera, check_correspondences, number_option,
+                  pose_covariance, solve_pnp)
 from .types import PoseEstimate
 
 
@@ -97,6 +98,22 @@ class MultiFrameSolver(object):
                  max_spread_translation_m: float = 0.10, max_spread_rotation_deg: float = 5.0,
                  sigma_floor_px: float = 0.0, **pnp_options):
         self.K, self.dist = check_camera(K, dist)
+        num = number_option    # options come from user parameter files: InputError naming them
+        max_frames, min_frames = num("max_frames", max_frames, int), num("min_frames", min_frames,
+                                                                         int)
+        converge_window = num("converge_window", converge_window, int)
+        ransac_reprojection_px = num("ransac_reprojection_px", ransac_reprojection_px, float, 0.0)
+        loss_scale_px = num("loss_scale_px", loss_scale_px, float, 1e-9)
+        point_gate_px = num("point_gate_px", point_gate_px, float, 0.0, allow_none=True)
+        frame_gate_px = num("frame_gate_px", frame_gate_px, float, 0.0)
+        frame_gate_factor = num("frame_gate_factor", frame_gate_factor, float, 0.0)
+        converge_translation_m = num("converge_translation_m", converge_translation_m, float, 0.0)
+        converge_rotation_deg = num("converge_rotation_deg", converge_rotation_deg, float, 0.0)
+        max_spread_translation_m = num("max_spread_translation_m", max_spread_translation_m,
+                                       float, 0.0)
+        max_spread_rotation_deg = num("max_spread_rotation_deg", max_spread_rotation_deg, float,
+                                      0.0)
+        sigma_floor_px = num("sigma_floor_px", sigma_floor_px, float, 0.0)
         if int(max_frames) < 1 or int(min_frames) < 1 or int(converge_window) < 1:
             raise InputError("max_frames, min_frames and converge_window must be positive")
         if loss not in ("linear", "huber", "soft_l1", "cauchy", "arctan"):

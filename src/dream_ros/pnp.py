@@ -80,6 +80,25 @@ def check_correspondences(points_3d, points_2d) -> Tuple[np.ndarray, np.ndarray,
     return p3, p2, valid
 
 
+def number_option(name: str, value, kind=float, minimum: Optional[float] = None,
+                  allow_none: bool = False):
+    """A numeric solver option as ``kind`` (int or float); InputError naming it when it is not a
+    finite number at least ``minimum`` (options come from user parameter files)."""
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError
+        v = kind(value)
+        ok = np.isfinite(v)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("option %s must be a number, got %r" % (name, value))
+    if not ok or (minimum is not None and v < minimum):
+        raise InputError("option %s must be a finite number%s, got %r"
+                         % (name, "" if minimum is None else " >= %g" % minimum, value))
+    return v
+
+
 # ---------------------------------------------------------------------------------- helpers
 def undistort_pixels(points_2d: np.ndarray, K: np.ndarray, dist: Optional[np.ndarray]):
     """Ideal (distortion-free) pixel coordinates of raw pixels."""
@@ -263,9 +282,19 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
     Returns PoseEstimate with inliers / reprojection_errors_px over all N rows (False / NaN for
     missing rows) and extras: num_given, rms/median/max_reprojection_px (inliers).
     """
-    if int(min_points) < 4:
+    min_points = number_option("min_points", min_points, int)
+    if min_points < 4:
         raise InputError("min_points must be at least 4 (PnP needs 4 correspondences), got %r"
                          % (min_points,))
+    ransac_reprojection_px = number_option("ransac_reprojection_px", ransac_reprojection_px,
+                                           float, 0.0)
+    ransac_iterations = number_option("ransac_iterations", ransac_iterations, int, 1)
+    ransac_confidence = number_option("ransac_confidence", ransac_confidence, float, 0.0)
+    min_image_extent_px = number_option("min_image_extent_px", min_image_extent_px, float, 0.0)
+    collinear_tolerance = number_option("collinear_tolerance", collinear_tolerance, float, 0.0)
+    sigma_floor_px = number_option("sigma_floor_px", sigma_floor_px, float, 0.0)
+    inlier_px = number_option("inlier_px", inlier_px, float, 0.0, allow_none=True)
+    min_inliers = number_option("min_inliers", min_inliers, int, allow_none=True)
     K, dist = check_camera(K, dist)
     p3_all, p2_all, valid = check_correspondences(points_3d, points_2d)
     n_given = len(valid)

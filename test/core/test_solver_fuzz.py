@@ -156,11 +156,28 @@ def test_multiframe_with_random_and_malformed_frames(frames_, options):
                                                 "loss", "nonsense", "ransac_iterations"]),
                                st.one_of(st.integers(-3, 5), st.text(max_size=3)), max_size=3))
 def test_multiframe_construction_with_bad_arguments(K, dist, options):
+    """Found a defect: a string for an integer option raised ValueError (a start-up crash of
+    the node with a traceback instead of a ConfigError)."""
     try:
         MultiFrameSolver(np.array(K).reshape(3, 3), dist, **options)
-    except (InputError, TypeError):
-        # TypeError: a keyword of the wrong type (str for an int) -- Python's own, at start-up
+    except InputError:
         return
+
+
+@settings(max_examples=100, deadline=None)
+@given(options=st.dictionaries(
+    st.sampled_from(["min_points", "ransac_reprojection_px", "ransac_iterations",
+                     "ransac_confidence", "min_image_extent_px", "collinear_tolerance",
+                     "sigma_floor_px", "inlier_px", "min_inliers"]),
+    st.one_of(st.integers(-5, 50), wild, st.text(max_size=3), st.none(),
+              st.lists(st.integers(), max_size=2)), max_size=3))
+def test_solve_pnp_with_random_option_values(options):
+    p3, uv = scene(2, 7)
+    try:
+        est = solve_pnp(p3, uv, K_GOOD, **options)
+    except InputError:
+        return
+    check_estimate(est, 7)
 
 
 # ------------------------------------------------------------------------------ Calibrator
@@ -219,3 +236,12 @@ def test_calibrator_options_are_config_errors(robot):
         Calibrator(robot, None, pnp_options={"nonsense": 1})
     with pytest.raises(ConfigError):
         Calibrator(robot, None, mode="static", solver_options={"max_frames": 0})
+    # bad values fail at start-up too, not per frame (dry run)
+    with pytest.raises(ConfigError, match="ransac_iterations"):
+        Calibrator(robot, None, pnp_options={"ransac_iterations": "many"})
+    with pytest.raises(ConfigError, match="min_inliers"):
+        Calibrator(robot, None, pnp_options={"min_inliers": 2})
+    with pytest.raises(ConfigError, match="max_frames"):
+        Calibrator(robot, None, mode="static", solver_options={"max_frames": "lots"})
+    with pytest.raises(ConfigError, match="frame_gate_px"):
+        Calibrator(robot, None, mode="static", solver_options={"frame_gate_px": float("nan")})

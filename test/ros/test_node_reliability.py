@@ -127,13 +127,36 @@ def ok(msg):
 
 
 # ------------------------------------------------------------------------------ images
-@pytest.mark.parametrize("enc", ["bgr8", "bgra8"])
-def test_other_colour_encodings_are_converted(feeder, enc):
-    f = feeder("/r_enc_" + enc)
+class LatestDetector(FrameDetector):
+    """The stand-in for frames whose pixels cannot carry the frame number (mono, Bayer, YUV):
+    the Feeder sends one frame at a time, so the newest frame's joints are the right ones."""
+
+    def __init__(self, robot):
+        super().__init__(robot, None, noise_px=0.0)
+
+    def detect(self, rgb, return_belief=False):
+        assert rgb.shape == (H, W, 3) and rgb.dtype == np.uint8
+        rgb = np.zeros_like(rgb)
+        n = max(self.player.joints)
+        rgb[0, 0] = [n & 255, (n >> 8) & 255, (n >> 16) & 255]
+        return super().detect(rgb, return_belief)
+
+
+@pytest.mark.parametrize("enc", ["bgr8", "bgra8", "mono8", "mono16", "bayer_rggb8", "yuv422"])
+def test_other_colour_encodings_are_converted(feeder, robot, enc):
+    """Encodings other than rgb8 that carry a usable image are converted and calibrated from."""
+    f = feeder("/r_enc_" + enc, detector=None if enc in ("bgr8", "bgra8")
+               else LatestDetector(robot))
     rgb = f.player.make_image(f.player.n + 1)
-    data = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR if enc == "bgr8" else cv2.COLOR_RGB2BGRA)
-    ch = data.shape[2]
-    img = f.player.Image(height=H, width=W, encoding=enc, step=W * ch, data=data.tobytes())
+    if enc in ("bgr8", "bgra8"):      # the frame number in pixel (0, 0) survives the conversion
+        data = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR if enc == "bgr8" else cv2.COLOR_RGB2BGRA)
+    else:
+        data = {"mono8": np.full((H, W), 128, np.uint8),
+                "mono16": np.full((H, W), 30000, np.uint16),
+                "bayer_rggb8": np.full((H, W), 90, np.uint8),
+                "yuv422": np.full((H, W, 2), 128, np.uint8)}[enc]
+    step = W * (data.shape[2] if data.ndim == 3 else 1) * data.itemsize
+    img = f.player.Image(height=H, width=W, encoding=enc, step=step, data=data.tobytes())
     msg = f.frame(image=img)
     assert msg.status == "ok", msg.reason
 
@@ -562,6 +585,13 @@ def test_node_refuses_a_model_with_the_wrong_number_of_keypoints(roscore, launch
     log = _fatal(launch, "_model:=%s" % path)
     assert "fatal" in log and "detects 5 keypoints" in log and "has 7" in log, log[-1500:]
     assert "panda_link7" in log and "panda_hand" in log       # the ones it lacks
+
+
+def test_node_refuses_a_corrupt_model_file(roscore, launch, tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"\x80\x02garbage" * 10)
+    log = _fatal(launch, "_model:=%s" % bad)
+    assert "fatal" in log and "cannot read model file" in log and str(bad) in log, log[-1500:]
 
 
 def test_node_refuses_a_urdf_without_the_configured_links(roscore, launch, tmp_path):

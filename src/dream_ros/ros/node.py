@@ -181,6 +181,7 @@ class DreamNode:
         # Timer callbacks publish holding this lock; shutdown() sets _stop under it, so once it
         # unregisters the publishers nothing can publish to them any more.
         self._alive = threading.Lock()
+        self._shut = False
 
         self.tf_buffer = tf2_ros.Buffer(cache_time=rospy.Duration(30.0))
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer)
@@ -730,7 +731,7 @@ class DreamNode:
         """Stop everything that publishes (timers, the worker with its frame in flight), then
         unregister. Registered with rospy.on_shutdown, which runs before rospy closes its own
         topics; a frame's publishing must never meet an unregistered handle."""
-        if getattr(self, "_shut", False):
+        if self._shut:
             return
         self._shut = True
         for sub in (self.sub_image, self.sub_info, self.sub_joints):
