@@ -183,7 +183,10 @@ def _torch_load(path: Path):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:   # corrupt file, pickled code, not a torch file
-        raise ConfigError(f"cannot read model file {path}: {exc}")
+        # torch's message advises weights_only=False, i.e. running code from the file: not for us
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise ConfigError(f"cannot read model file {path}: it is corrupt, truncated or not a "
+                          f"model file of ours or DREAM's ({first[:200]})")
 
 
 def strip_prefix(state: Dict[str, torch.Tensor], prefix: str = "module.") -> "OrderedDict":
