@@ -4,7 +4,8 @@ processing on a 640x480 stream, for our default model and DREAM's VGG-Q and ResN
 Stages, timed per frame inside one loop so they add up to the end-to-end figure:
 decode (raw rgb8 message buffer -> array; JPEG decode is timed too, reported apart), preprocess
 (resize + normalise -> tensor), network (forward pass), peaks (belief-map peak extraction and
-mapping back to raw pixels), FK (keypoints at the frame's joint angles), PnP, overlay (drawn after
+mapping back to raw pixels), zoom (the detector's second pass on a robot-centred crop: our
+models only), FK (keypoints at the frame's joint angles), PnP, overlay (drawn after
 the pose, not part of the end-to-end figure, as the node draws overlays only when subscribed).
 
 DREAM's architectures run with random weights (speed does not depend on them); so does ours when
@@ -22,7 +23,7 @@ import sys
 import time
 from typing import Dict, List
 
-STAGES = ("decode", "preprocess", "network", "peaks", "fk", "pnp")
+STAGES = ("decode", "preprocess", "network", "peaks", "zoom", "fk", "pnp")
 W, H = 640, 480
 
 
@@ -147,6 +148,15 @@ class _Pipeline(object):
         uv[~detected] = float("nan")
         return uv, detected
 
+    def zoom(self, rgb, uv, detected):
+        if not self.det.zoom:
+            return uv, detected
+        from .types import Detections
+        first = Detections(list(self.names), uv, detected.astype(float), detected,
+                           (rgb.shape[1], rgb.shape[0]))
+        out = self.det.zoom_refine([rgb], [first])[0]
+        return out.uv, out.detected
+
 
 def _keypoint_frames(robot) -> List[str]:
     return [k.link for k in robot.config.keypoints]
@@ -207,6 +217,8 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
         maps = pipe.forward(x)
         t.append(time.perf_counter())
         uv, detected = pipe.peaks(maps, geometry)
+        t.append(time.perf_counter())
+        uv, detected = pipe.zoom(rgb, uv, detected)
         t.append(time.perf_counter())
         pts = robot.keypoints_3d(joints)
         t.append(time.perf_counter())

@@ -26,6 +26,9 @@ from dream_ros.network.preprocess import Geometry
 from dream_ros.types import Detections
 
 BACKENDS = ("auto", "torch", "onnx")
+# The zoom pass runs only when its crop magnifies the robot at least this much over the full
+# image: below that it costs a second forward pass for little change.
+ZOOM_MIN_GAIN = 1.2
 
 
 def pick_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -154,7 +157,7 @@ class KeypointDetector:
         dets = self._single_pass(images, return_belief)
         if not self.zoom:
             return dets
-        return self._zoom_pass(images, dets)
+        return self.zoom_refine(images, dets)
 
     def _single_pass(self, images: List[np.ndarray], return_belief: bool) -> List[Detections]:
         batch, geometries = self.preprocessor.batch(images)
@@ -168,15 +171,16 @@ class KeypointDetector:
                                     maps[i] if return_belief else None)
                 for i in range(len(geometries))]
 
-    def _zoom_pass(self, images: List[np.ndarray], first: List[Detections]) -> List[Detections]:
-        """Re-detect on robot-centred crops; crop detections replace the first pass's."""
+    def zoom_refine(self, images: List[np.ndarray], first: List[Detections]) -> List[Detections]:
+        """The zoom pass: re-detect on crops around ``first``'s keypoints; the crop's detections
+        replace the first pass's (which stay where the crop finds nothing)."""
         from dream_ros.network.zoom import crop_box, crop_image
         w_in, h_in = self.config.input_size
         boxes, crops = [], []
         for rgb, det in zip(images, first):
             box = crop_box(det.uv[det.detected], w_in / h_in)
-            if box is not None and box[2] >= rgb.shape[1]:
-                box = None               # the crop would not zoom in
+            if box is not None and min(rgb.shape[1] / box[2], rgb.shape[0] / box[3]) < ZOOM_MIN_GAIN:
+                box = None               # the crop would hardly zoom in: not worth a pass
             boxes.append(box)
             if box is not None:
                 crops.append(crop_image(rgb, box))
