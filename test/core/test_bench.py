@@ -23,13 +23,14 @@ def test_bench_reports_stages_and_ratio_to_vgg_q(capsys):
     labels = [m["label"] for m in res["models"]]
     assert labels[1] == "DREAM vgg_q" and labels[0].startswith("ours")
     for m in res["models"]:
-        for stage in ("decode", "preprocess", "network", "peaks", "fk", "pnp", "overlay", "e2e"):
+        for stage in ("decode", "preprocess", "network", "peaks", "zoom", "fk", "pnp", "overlay",
+                      "e2e"):
             st = m["stages_ms"][stage]
             assert 0 <= st["median"] <= st["p95"]
         # the stages are timed back to back inside one loop, so they add up to the end-to-end
         # time (with <= 2 frames a median is a mean, which is additive)
         parts = sum(m["stages_ms"][s]["median"] for s in ("decode", "preprocess", "network",
-                                                          "peaks", "fk", "pnp"))
+                                                          "peaks", "zoom", "fk", "pnp"))
         assert m["stages_ms"]["e2e"]["median"] == pytest.approx(parts, rel=1e-6)
         assert m["peak_rss_mb"] > 0 and m["frames"] >= 1 and m["cpu_ms_per_frame"] > 0
     assert m["params"] == 22220615                       # DREAM VGG-Q, as in dream-compat.md
