@@ -2,7 +2,8 @@
 """Load test of the real dream_node (shipped model, continuous mode) against a real roscore.
 
     source scripts/env.sh && python scripts/load_test.py [--rate 30 --width 1280 --height 720
-        --seconds 60 --pause 5] [--max-lag-p95 2.0 --max-rss-growth-mb 64]
+        --seconds 60 --pause 5] [--max-lag-p95 2.0 --max-rss-growth-mb 64 --max-rss-slope 3]
+        [--rss-log rss.csv]
 
 Uses the master at $ROS_MASTER_URI when one answers, else starts ``roscore`` on a free port and
 stops it afterwards. Starts dream_node with ``roslaunch dream_ros dream.launch`` (continuous
@@ -11,7 +12,8 @@ simulated robot: a few frames rendered once by ``SimCamera`` at 1/``--render-sca
 upscaled and cycled (the point is the node's behaviour under load, not accuracy).
 
 Phases: warm-up (until the first ~pose, then ``--warmup`` s) -> RSS of the node -> ``--seconds``
-of stream (measured) -> RSS again -> a ``--pause`` s pause of all three topics and resume (the
+of stream (measured; the node's RSS sampled every ``--rss-interval`` s) -> RSS again -> a
+``--pause`` s pause of all three topics and resume (the
 node must process frames again) -> the image publisher unregisters and re-registers (camera
 driver restart; must be survived) -> the node is stopped with SIGINT and its log checked.
 
@@ -21,8 +23,15 @@ whose stamp never shows up on ~pose (the node drops stale images so it always wo
 newest one). Prints a table; exits 1 when p95 lag exceeds ``--max-lag-p95``, the lag grows
 (median of the last third of the window > median of the first third + ``--max-lag-p95``), the
 node stops processing, processed stamps go backwards, the node does not recover after the pause
-or the publisher restart, RSS grows more than ``--max-rss-growth-mb``, or the node logs an error
-at shutdown.
+or the publisher restart, RSS grows more than ``--max-rss-growth-mb``, the steady-state RSS slope
+exceeds ``--max-rss-slope`` MB/min (windows of >= ``--slope-min-seconds`` only), or the node logs
+an error at shutdown.
+
+Memory: RSS jumps by several MB between samples with the frames in flight, so two single
+readings say little. The table gives the medians of short bins at the start, at 1/3 and at the
+end of the window, and the MB/min of a line fitted through the bins of the last 2/3: warm-up
+(allocator arenas, torch caches, buffers filling) shows in the first third, a leak as a slope.
+Run long enough for that to mean something, cheaply: ``--rate 10 --seconds 180``.
 """
 from __future__ import annotations
 
@@ -58,6 +67,15 @@ def parse_args(argv=None):
     ap.add_argument("--max-lag-p95", type=float, default=2.0, help="bound on p95 lag, s")
     ap.add_argument("--max-rss-growth-mb", type=float, default=64.0,
                     help="bound on the node's RSS growth over the measured window, MB")
+    ap.add_argument("--max-rss-slope", type=float, default=3.0,
+                    help="bound on the node's steady-state RSS slope (fit over the last 2/3 of "
+                         "the window), MB/min; checked for windows of >= --slope-min-seconds")
+    ap.add_argument("--slope-min-seconds", type=float, default=120.0,
+                    help="shorter windows report the slope but do not check it (too noisy: the "
+                         "fit's error is ~1 MB/min over 120 s)")
+    ap.add_argument("--rss-interval", type=float, default=1.0, help="RSS sampling period, s")
+    ap.add_argument("--rss-log", default="", help="write the RSS samples (s since the window "
+                    "start, MB) to this CSV file")
     ap.add_argument("--recover-timeout", type=float, default=20.0,
                     help="seconds the node may take to process a frame after resume/restart")
     ap.add_argument("--startup-timeout", type=float, default=180.0,
@@ -128,11 +146,73 @@ def node_pid(name: str):
 
 
 def rss_mb(pid: int) -> float:
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) / 1024.0
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return float(line.split()[1]) / 1024.0
+    except (OSError, TypeError):     # the node is gone, or its pid was not found
+        pass
     return float("nan")
+
+
+class RssSampler:
+    """RSS of a process every ``interval`` s from a thread: [(wall time, MB)]."""
+
+    def __init__(self, pid: int, interval: float = 1.0):
+        self.pid, self.interval = pid, float(interval)
+        self.samples = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append((time.time(), rss_mb(self.pid)))
+            self._stop.wait(self.interval)
+
+    def between(self, t0: float, t1: float):
+        return [(t, v) for t, v in self.samples if t0 <= t <= t1 and v == v]
+
+
+def rss_figures(samples, t0: float, t1: float) -> dict:
+    """Warm-up vs steady state of RSS samples [(t, MB)] over the window [t0, t1].
+
+    RSS jumps by several MB from one sample to the next with the frames in flight (a 1280x720
+    image is 2.7 MB, and the message, its pixels and the network input exist at once), so
+    single readings are not compared: the samples are grouped in bins of ``span/20`` (>= 5 s) and
+    each bin gives its median. start / third / end: the bin medians at the start, at 1/3 and at
+    the end of the window; slope: a least-squares line through the bin medians of the last 2/3,
+    MB/min. Memory is flat when that slope is ~0, whatever the first third did (allocator
+    arenas, torch/ONNX caches, buffers filling their time windows)."""
+    span = max(t1 - t0, 1e-9)
+    width = max(5.0, span / 20.0)
+    bins = {}
+    for t, v in samples:
+        if t0 <= t <= t1:
+            bins.setdefault(min(int((t - t0) / width), int(span / width)), []).append(v)
+    meds = sorted((t0 + (k + 0.5) * width, float(np.median(v))) for k, v in bins.items())
+    nan = float("nan")
+    if not meds:
+        return {"start": nan, "third": nan, "end": nan, "slope_mb_min": nan, "max": nan,
+                "jitter": nan}
+    third = t0 + span / 3.0
+    steady = [(t, v) for t, v in meds if t >= third]
+    slope = nan
+    if len(steady) >= 3:
+        slope = float(np.polyfit((np.array([t for t, _ in steady]) - third) / 60.0,
+                                 [v for _, v in steady], 1)[0])
+    at_third = min(meds, key=lambda m: abs(m[0] - third))[1]
+    vals = [v for t, v in samples if t0 <= t <= t1]
+    return {"start": meds[0][1], "third": at_third, "end": meds[-1][1], "slope_mb_min": slope,
+            "max": max(vals), "jitter": float(np.percentile(vals, 95) - np.percentile(vals, 5))}
 
 
 # ------------------------------------------------------------------------------------- frames
@@ -304,17 +384,27 @@ def main(argv=None) -> int:
                   % (args.startup_timeout, log_path))
             return 1
         startup_s = time.time() - t0
-        time.sleep(args.warmup)
         pid = node_pid("/" + NODE)
+        rss_first = rss_mb(pid)
+        sampler = RssSampler(pid, args.rss_interval).start()
+        time.sleep(args.warmup)
         rss0 = rss_mb(pid)
         diag0 = dict(watch.diag)
 
         # Measured window.
         w0 = rospy.Time.now().to_sec()
+        m0 = time.time()
         time.sleep(args.seconds)
         w1 = rospy.Time.now().to_sec()
-        time.sleep(min(3.0, args.max_lag_p95 + 0.5))   # let the frames in flight arrive
+        m1 = time.time()
         rss1 = rss_mb(pid)
+        sampler.stop()
+        mem = rss_figures(sampler.between(m0, m1), m0, m1)
+        if args.rss_log:
+            with open(args.rss_log, "w") as f:
+                f.write("t_s,rss_mb\n" + "".join("%.2f,%.2f\n" % (t - m0, v)
+                                                  for t, v in sampler.samples))
+        time.sleep(min(3.0, args.max_lag_p95 + 0.5))   # let the frames in flight arrive
         diag1 = dict(watch.diag)
         with stream.lock:
             published = [s for s in stream.published if w0 <= s < w1]
@@ -375,7 +465,15 @@ def main(argv=None) -> int:
                 float(np.median(thirds[0])) if len(thirds[0]) else float("nan"),
                 float(np.median(thirds[-1])) if len(thirds[-1]) else float("nan"))),
             ("processed stamps increasing", str(increasing)),
-            ("node RSS start / end", "%.1f / %.1f MB (%+.1f MB)" % (rss0, rss1, rss1 - rss0)),
+            ("node RSS start / end", "%.1f / %.1f MB (%+.1f MB); %.1f MB at the first ~pose"
+             % (rss0, rss1, rss1 - rss0, rss_first)),
+            ("node RSS start / 1/3 / end", "%.1f / %.1f / %.1f MB (medians of %.0f s bins; "
+             "samples jitter %.1f MB p5-p95, max %.1f)" % (mem["start"], mem["third"], mem["end"],
+                                                     max(5.0, span / 20.0), mem["jitter"],
+                                                     mem["max"])),
+            ("RSS warm-up / steady state", "%+.1f MB in the first third; %+.2f MB/min over the "
+             "last 2/3 (fit, %.0f s)" % (mem["third"] - mem["start"], mem["slope_mb_min"],
+                                        span * 2 / 3)),
             ("after %.0f s pause" % args.pause, "first frame processed %.2f s after resume"
              % (after_resume[0] - resume_t) if after_resume else "NOT RECOVERED"),
             ("after publisher restart", "first frame processed %.2f s after re-register"
@@ -402,6 +500,9 @@ def main(argv=None) -> int:
             failures.append("processed image stamps are not increasing")
         if not (rss1 - rss0 <= args.max_rss_growth_mb):
             failures.append("RSS grew %.1f MB > %.1f MB" % (rss1 - rss0, args.max_rss_growth_mb))
+        if span >= args.slope_min_seconds and not (mem["slope_mb_min"] <= args.max_rss_slope):
+            failures.append("RSS still grows %.2f MB/min over the last 2/3 (> %.2f MB/min): a "
+                            "leak, not warm-up" % (mem["slope_mb_min"], args.max_rss_slope))
         if after_resume is None:
             failures.append("no frame processed within %.0f s after the pause"
                             % args.recover_timeout)
@@ -412,8 +513,11 @@ def main(argv=None) -> int:
             failures.append("the node died (log: %s)" % log_path)
         if shutdown_errors:
             failures.append("node log has errors: %s" % " | ".join(shutdown_errors[:3]))
-        print("bounds: p95 lag <= %.2f s, RSS growth <= %.0f MB, recovery <= %.0f s"
-              % (args.max_lag_p95, args.max_rss_growth_mb, args.recover_timeout))
+        print("bounds: p95 lag <= %.2f s, RSS growth <= %.0f MB, steady RSS slope <= %.1f MB/min"
+              " (%s), recovery <= %.0f s"
+              % (args.max_lag_p95, args.max_rss_growth_mb, args.max_rss_slope,
+                 "checked" if span >= args.slope_min_seconds else
+                 "not checked: window < %.0f s" % args.slope_min_seconds, args.recover_timeout))
         if failures:
             print("FAIL: " + "; ".join(failures) + " (node log: %s)" % log_path)
             return 1

@@ -75,6 +75,7 @@ PARAMETERS = collections.OrderedDict([
 ])
 
 STATUS_OK, STATUS_REJECTED = "ok", "rejected"
+TF_CACHE_S = 5.0     # history kept by the node's tf buffer, s
 
 
 def check_parameter_names(names, valid=PARAMETERS) -> Optional[str]:
@@ -183,7 +184,10 @@ class DreamNode:
         self._alive = threading.Lock()
         self._shut = False
 
-        self.tf_buffer = tf2_ros.Buffer(cache_time=rospy.Duration(30.0))
+        # Only the latest transforms are looked up (the camera's own TF tree, at Time(0)): a short
+        # cache keeps memory small and lets it settle early (30 s of a robot_state_publisher's
+        # /tf was ~1.3 MB, still growing for the first 30 s after start).
+        self.tf_buffer = tf2_ros.Buffer(cache_time=rospy.Duration(TF_CACHE_S))
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer)
         self.tf_pub = tf2_ros.TransformBroadcaster()
 
