@@ -183,8 +183,8 @@ def test_node_retains_no_memory_per_frame(streamed_node):
 
 def test_the_measurement_sees_a_small_per_frame_leak(streamed_node):
     """The same measurement on a node that keeps ~130 B per frame (a small array per frame in
-    an unbounded list, the kind of leak this file guards against) reports it. (Runs after the test above:
-    both use the one node of this module.)"""
+    an unbounded list, the kind of leak this file guards against) reports it. (Runs after the
+    test above: both use the one node of this module.)"""
     node = streamed_node
     kept = []
     real = node.calibrator.process
