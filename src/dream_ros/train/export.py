@@ -51,8 +51,8 @@ def provenance_of(state: Dict[str, Any]) -> Dict[str, Any]:
         "commands": list(state.get("provenance", {}).get("commands", [])),
         "hyperparameters": {k: tc.get(k) for k in (
             "batch_size", "lr", "weight_decay", "warmup_images", "schedule_images", "lr_floor",
-            "sigma_start", "sigma_anneal_images", "fg_weight", "augment", "val_fraction",
-            "input_size", "epoch_images")},
+            "sigma_start", "sigma_anneal_images", "fg_weight", "augment", "zoom_prob",
+            "val_fraction", "val_data", "input_size", "epoch_images")},
         "exported_utc": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -152,8 +152,11 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
         "",
         "## Metrics",
         "",
-        "Validation: held-out frames of the training renders (hash split), pixel errors at the "
-        "renders' raw resolution, DREAM's peak rules via the codec.",
+        ("Validation (`val_*`): %s, pixel errors at the renders' raw resolution, one network "
+         "pass, DREAM's peak rules via the codec. Other rows: `--extra-metrics` (see Notes)."
+         % ("the fixed sets " + ", ".join("`%s`" % d for d in prov["hyperparameters"]["val_data"])
+            if prov["hyperparameters"].get("val_data")
+            else "held-out frames of the training renders (hash split)")),
         "",
         "| metric | value |", "|---|---|",
     ]
