@@ -51,11 +51,17 @@ class Geometry:
 
     def inside_raw(self, uv_raw) -> np.ndarray:
         """(N,) True where a raw-image point lies on the image (pixel extents [-0.5, W-0.5])."""
-        uv = np.asarray(uv_raw, dtype=np.float64)
-        w, h = self.raw_size
-        with np.errstate(invalid="ignore"):
-            return ((uv[..., 0] >= -0.5) & (uv[..., 0] <= w - 0.5) & (uv[..., 1] >= -0.5)
-                    & (uv[..., 1] <= h - 0.5))
+        return inside_image(uv_raw, self.raw_size)
+
+
+def inside_image(uv, size: Sequence[int]) -> np.ndarray:
+    """(..., ) True where pixel positions (..., 2) lie on a (width, height) image (extents
+    [-0.5, W-0.5]); NaN positions are outside."""
+    uv = np.asarray(uv, dtype=np.float64)
+    w, h = size
+    with np.errstate(invalid="ignore"):
+        return ((uv[..., 0] >= -0.5) & (uv[..., 0] <= w - 0.5) & (uv[..., 1] >= -0.5)
+                & (uv[..., 1] <= h - 0.5))
 
 
 def dream_crop_box(raw_size: Sequence[int], reference: Sequence[int]) -> Tuple[int, int, int, int]:
