@@ -32,6 +32,7 @@ MULTIFRAME_RGB = (0, 255, 255)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .network.detector_options import add_detector_options
     src = parser.add_argument_group("input (exactly one)")
     g = src.add_mutually_exclusive_group(required=True)
     g.add_argument("--ndds", metavar="DIR", help="NDDS dataset folder (DREAM's format or ours)")
@@ -67,13 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-reprojection-error", type=float, default=None, metavar="PX",
                         help="reject single-frame estimates above this RMS error (node default)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="peak threshold (default: the model's)")
-    parser.add_argument("--ambiguity", type=float, default=None,
-                        help="drop a keypoint whose second peak is within this fraction of the "
-                        "first (default: the model's; 0 keeps every peak)")
-    parser.add_argument("--no-zoom", action="store_true",
-                        help="one network pass (no second pass on a robot-centred crop)")
+    add_detector_options(parser)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +313,7 @@ def run(args) -> int:
     import torch
     from .errors import ConfigError
     from .network.detector import KeypointDetector
+    from .network.detector_options import detector_kwargs
     from .network.model_file import load_model
     from .robot import RobotModel
 
@@ -330,8 +326,7 @@ def run(args) -> int:
     if missing:
         raise ConfigError("model %s detects %s, which robot %s does not have: pass the matching "
                           "--robot" % (model_ref, ", ".join(missing), robot.name))
-    detector = KeypointDetector((net, model_config), device=args.device, threshold=args.threshold,
-                                ambiguity=args.ambiguity, zoom=False if args.no_zoom else None)
+    detector = KeypointDetector((net, model_config), device=args.device, **detector_kwargs(args))
     gates = {}
     if args.max_reprojection_error is not None:
         gates["max_reprojection_error_px"] = float(args.max_reprojection_error)

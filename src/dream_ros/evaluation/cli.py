@@ -15,6 +15,7 @@ SUMMARY_KEYS = ("frames", "pck_auc", "add_auc", "add_mean_m", "add_median_m",
 
 
 def add_arguments(p) -> None:
+    from ..network.detector_options import add_detector_options
     p.add_argument("--model", help="robot name (its shipped model), our model file, or a DREAM .pth "
                    "(with its .yaml beside it); not needed with --oracle-keypoints")
     p.add_argument("--data", required=True, help="NDDS dataset folder (DREAM's or ours)")
@@ -37,20 +38,14 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
                    help="network backend (auto: ONNX Runtime for our nets on the CPU, as the node)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="peak threshold (default: the model's)")
-    p.add_argument("--ambiguity", type=float, default=None,
-                   help="drop a keypoint whose second peak is within this fraction of the first "
-                   "(default: the model's; 0 keeps every peak)")
-    p.add_argument("--no-zoom", action="store_true",
-                   help="one network pass (no second pass on a robot-centred crop)")
+    add_detector_options(p)
 
 
 def _load_detector(args):
     from ..network.detector import KeypointDetector
+    from ..network.detector_options import detector_kwargs
     det = KeypointDetector(args.model, device=args.device, backend=args.backend,
-                           num_threads=max(1, int(args.threads)), threshold=args.threshold,
-                           ambiguity=args.ambiguity, zoom=False if args.no_zoom else None)
+                           num_threads=max(1, int(args.threads)), **detector_kwargs(args))
     return det, det.config
 
 

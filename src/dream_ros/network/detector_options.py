@@ -1,0 +1,22 @@
+"""Command-line options for the detector's peak extraction and zoom pass, shared by the ``eval``
+and ``calibrate`` subcommands (kept apart from detector.py so argument parsing imports no torch)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict
+
+
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="peak threshold (default: the model's)")
+    parser.add_argument("--ambiguity", type=float, default=None,
+                        help="drop a keypoint whose second peak is within this fraction of the "
+                        "first (default: the model's; 0 keeps every peak)")
+    parser.add_argument("--no-zoom", action="store_true",
+                        help="one network pass (no second pass on a robot-centred crop)")
+
+
+def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """KeypointDetector keyword arguments from the options above."""
+    return dict(threshold=args.threshold, ambiguity=args.ambiguity,
+                zoom=False if args.no_zoom else None)
