@@ -546,14 +546,19 @@ class DreamNode:
             return None
         return msg_to_transform(tf.transform)
 
-    def _static_tf_tick(self, _event) -> None:
+    def _timer_job(self, key: str, label: str, job) -> None:
+        """Run a timer's work unless shutting down (holding ``_alive``, so shutdown waits for it
+        before unregistering publishers); an error is logged and the timer keeps running."""
         with self._alive:
             if self._stop:
                 return
             try:
-                self._static_tf_once()
+                job()
             except Exception as exc:   # keep the timer alive whatever happens
-                self._log("error", "static_tf", "static TF: %s: %s" % (type(exc).__name__, exc))
+                self._log("error", key, "%s: %s: %s" % (label, type(exc).__name__, exc))
+
+    def _static_tf_tick(self, _event) -> None:
+        self._timer_job("static_tf", "static TF", self._static_tf_once)
 
     def _static_tf_once(self) -> None:
         with self._calib_lock:
@@ -664,14 +669,7 @@ class DreamNode:
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self, _event=None) -> None:
-        with self._alive:
-            if self._stop:
-                return
-            try:
-                self._diagnostics_once()
-            except Exception as exc:   # keep the timer alive whatever happens
-                self._log("error", "diagnostics", "diagnostics: %s: %s"
-                          % (type(exc).__name__, exc))
+        self._timer_job("diagnostics", "diagnostics", self._diagnostics_once)
 
     def _diagnostics_once(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
