@@ -30,8 +30,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .errors import InputError
-from .pnp import (LM_CRITERIA, check_camera, check_correspondences, number_option,
-                  pose_covariance, solve_pnp)
+from .pnp import (LM_CRITERIA, MAX_SIGMA_FLOOR_PX, check_camera, check_correspondences,
+                  number_option, pose_covariance, solve_pnp)
 from .types import PoseEstimate
 
 
@@ -113,7 +113,8 @@ class MultiFrameSolver(object):
                                        float, 0.0)
         max_spread_rotation_deg = num("max_spread_rotation_deg", max_spread_rotation_deg, float,
                                       0.0)
-        sigma_floor_px = num("sigma_floor_px", sigma_floor_px, float, 0.0)
+        sigma_floor_px = num("sigma_floor_px", sigma_floor_px, float, 0.0,
+                             maximum=MAX_SIGMA_FLOOR_PX)
         if int(max_frames) < 1 or int(min_frames) < 1 or int(converge_window) < 1:
             raise InputError("max_frames, min_frames and converge_window must be positive")
         if loss not in ("linear", "huber", "soft_l1", "cauchy", "arctan"):

@@ -81,9 +81,9 @@ def check_correspondences(points_3d, points_2d) -> Tuple[np.ndarray, np.ndarray,
 
 
 def number_option(name: str, value, kind=float, minimum: Optional[float] = None,
-                  allow_none: bool = False):
+                  allow_none: bool = False, maximum: Optional[float] = None):
     """A numeric solver option as ``kind`` (int or float); InputError naming it when it is not a
-    finite number at least ``minimum`` (options come from user parameter files)."""
+    finite number in [minimum, maximum] (options come from user parameter files)."""
     if value is None and allow_none:
         return None
     try:
@@ -93,10 +93,16 @@ def number_option(name: str, value, kind=float, minimum: Optional[float] = None,
         ok = np.isfinite(v)
     except (TypeError, ValueError, OverflowError):
         raise InputError("option %s must be a number, got %r" % (name, value))
-    if not ok or (minimum is not None and v < minimum):
-        raise InputError("option %s must be a finite number%s, got %r"
-                         % (name, "" if minimum is None else " >= %g" % minimum, value))
+    if not ok or (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        bounds = "".join([" >= %g" % minimum if minimum is not None else "",
+                          " and" if minimum is not None and maximum is not None else "",
+                          " <= %g" % maximum if maximum is not None else ""])
+        raise InputError("option %s must be a finite number%s, got %r" % (name, bounds, value))
     return v
+
+
+# A residual floor beyond any image size is a typo; squaring a huge one overflows.
+MAX_SIGMA_FLOOR_PX = 1e4
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -292,7 +298,8 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
     ransac_confidence = number_option("ransac_confidence", ransac_confidence, float, 0.0)
     min_image_extent_px = number_option("min_image_extent_px", min_image_extent_px, float, 0.0)
     collinear_tolerance = number_option("collinear_tolerance", collinear_tolerance, float, 0.0)
-    sigma_floor_px = number_option("sigma_floor_px", sigma_floor_px, float, 0.0)
+    sigma_floor_px = number_option("sigma_floor_px", sigma_floor_px, float, 0.0,
+                                   maximum=MAX_SIGMA_FLOOR_PX)
     inlier_px = number_option("inlier_px", inlier_px, float, 0.0, allow_none=True)
     min_inliers = number_option("min_inliers", min_inliers, int, allow_none=True)
     K, dist = check_camera(K, dist)

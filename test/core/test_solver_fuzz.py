@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from dream_ros.calibration import Calibrator
 from dream_ros.errors import ConfigError, InputError
@@ -171,6 +171,8 @@ def test_multiframe_construction_with_bad_arguments(K, dist, options):
                      "sigma_floor_px", "inlier_px", "min_inliers"]),
     st.one_of(st.integers(-5, 50), wild, st.text(max_size=3), st.none(),
               st.lists(st.integers(), max_size=2)), max_size=3))
+# Found by CI: squaring a huge floor overflowed inside pose_covariance.
+@example(options={"ransac_reprojection_px": 1, "sigma_floor_px": 1.3407807929942597e+154})
 def test_solve_pnp_with_random_option_values(options):
     p3, uv = scene(2, 7)
     try:
