@@ -184,6 +184,33 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_init_grows_tiny_into_tiny_deep_without_changing_its_output(tmp_path):
+    import torch
+    from dream_ros.network.model_file import load_model
+    from dream_ros.train.export import export_run
+    from dream_ros.train.loop import TrainConfig, _init_from, train
+    train(_cfg(tmp_path, max_steps=2, input_size=(320, 240)))
+    small = export_run(str(tmp_path / "run"), str(tmp_path / "small.pt"))
+    src, _ = load_model(str(small))
+    cfg = TrainConfig(data=[], out=str(tmp_path / "grown"), arch="dream_tiny_deep_s4",
+                      init=str(small))
+    grown, spec, prov = _init_from(cfg, NAMES, lambda msg: None)
+    assert spec["arch"] == "dream_tiny_deep_s4"
+    assert prov["init_training"] == {"arch": "dream_tiny_s4", "images_seen": 8,
+                                     "wall_hours": pytest.approx(0.0, abs=0.01)}
+    assert sum(p.numel() for p in grown.parameters()) > 1.5 * sum(p.numel() for p in src.parameters())
+    x = torch.randn(2, 3, 240, 320)
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(x), src.float().eval()(x))   # new blocks: identities
+    # the grown run's card counts the images the init model had seen
+    train(_cfg(tmp_path, out=str(tmp_path / "grown"), arch="dream_tiny_deep_s4", input_size=None,
+               init=str(small), max_steps=1))
+    card = tmp_path / "grown.md"
+    export_run(str(tmp_path / "grown"), str(tmp_path / "grown.pt"), card=str(card))
+    assert "| 4 in this run + 8 in the --init model (dream_tiny_s4) = 12 |" in card.read_text()
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_fixed_validation_set_replaces_the_hash_split(tmp_path):
     from dream_ros.train.loop import train
     res = train(_cfg(tmp_path, max_steps=1, val_fraction=0.5, val_data=[str(TINY)]))

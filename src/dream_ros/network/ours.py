@@ -45,6 +45,12 @@ _ARCHS: Dict[str, dict] = {
     # lighter still, for slower machines
     "dream_tiny_s4": dict(stem=(16, 24), widths=(24, 48, 96, 192), blocks=(1, 1, 2, 1),
                           dec=48, head=48),
+    # dream_tiny_s4 plus one block at strides 8, 16 and 32: 2x the parameters for little compute
+    # (the new blocks run on small maps). Every tiny weight has the same name and shape here and
+    # new blocks start as identities, so `train --init <tiny model>` grows a trained tiny net
+    # without changing its output.
+    "dream_tiny_deep_s4": dict(stem=(16, 24), widths=(24, 48, 96, 192), blocks=(1, 2, 3, 2),
+                               dec=48, head=48),
 }
 
 # Public facts per architecture: output stride and default network input (W, H).

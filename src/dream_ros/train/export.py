@@ -48,6 +48,7 @@ def provenance_of(state: Dict[str, Any]) -> Dict[str, Any]:
         "n_frames_indexed": m.get("n_frames"),
         "seed": state.get("provenance", {}).get("seed"),
         "init": state.get("provenance", {}).get("init"),
+        "init_training": state.get("provenance", {}).get("init_training") or {},
         "commands": list(state.get("provenance", {}).get("commands", [])),
         "hyperparameters": {k: tc.get(k) for k in (
             "batch_size", "lr", "weight_decay", "warmup_images", "schedule_images", "lr_floor",
@@ -55,6 +56,15 @@ def provenance_of(state: Dict[str, Any]) -> Dict[str, Any]:
             "val_fraction", "val_data", "input_size", "epoch_images")},
         "exported_utc": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _with_init(prov: Dict[str, Any], key: str, fmt: str) -> str:
+    """This run's figure, or 'run + the --init model's = total' when it started from a model."""
+    mine, before = prov[key], (prov.get("init_training") or {}).get(key) or 0
+    if not before:
+        return fmt % mine
+    return "%s in this run + %s in the --init model (%s) = %s" % (
+        fmt % mine, fmt % before, prov["init_training"].get("arch"), fmt % (mine + before))
 
 
 def build_net(state: Dict[str, Any]):
@@ -141,9 +151,9 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
            state["output_size"][0], state["output_size"][1]),
         "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
         "| label codec | %s |" % json.dumps(state["codec"]),
-        "| images seen (cumulative) | %d |" % prov["images_seen"],
-        "| training time (cumulative wall clock) | %.2f h on a 2-core CPU shared with rendering |"
-        % prov["wall_hours"],
+        "| images seen (cumulative) | %s |" % _with_init(prov, "images_seen", "%d"),
+        "| training time (cumulative wall clock) | %s on a 2-core CPU shared with rendering |"
+        % _with_init(prov, "wall_hours", "%.2f h"),
         "| steps / epochs / sessions | %d / %d / %d |" % (prov["steps"], prov["epochs"], prov["sessions"]),
         "| data | %s (%s frames indexed at export) |" % (", ".join(prov["data"]), prov["n_frames_indexed"]),
         "| seed (training) | %s |" % prov["seed"],

@@ -192,7 +192,8 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
                 "preprocessing": mcfg.preprocessing, "half_pixel": mcfg.half_pixel,
                 "mean": list(mcfg.mean), "std": list(mcfg.std), "codec": dict(mcfg.codec)}
         log("init: all weights, preprocessing %s and codec from %s" % (mcfg.preprocessing, cfg.init))
-        return src.train(), spec, {"init": str(cfg.init), "init_tensors": len(src.state_dict())}
+        return src.train(), spec, {"init": str(cfg.init), "init_tensors": len(src.state_dict()),
+                                   "init_training": _training_of(mcfg)}
     net = _build(arch, len(names))
     mine = net.state_dict()
     copied = {k: v.to(mine[k].dtype) for k, v in src.state_dict().items()
@@ -204,7 +205,16 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
     net.load_state_dict(mine)
     log("init: copied %d/%d tensors from %s" % (len(copied), len(mine), cfg.init))
     return net, _default_spec(arch, cfg.input_size), {"init": str(cfg.init),
-                                                     "init_tensors": len(copied)}
+                                                     "init_tensors": len(copied),
+                                                     "init_training": _training_of(mcfg)}
+
+
+def _training_of(mcfg) -> Dict[str, Any]:
+    """What the --init model had already learned from (ours: images and hours), so a model card
+    can give the cumulative training of a net grown or fine-tuned from it."""
+    t = mcfg.training or {}
+    return {"arch": mcfg.arch, "images_seen": int(t.get("images_seen") or 0),
+            "wall_hours": float(t.get("wall_hours") or 0.0)}
 
 
 class _Log:
