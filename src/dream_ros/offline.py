@@ -311,10 +311,9 @@ def _overlay_indices(n: int, count: int) -> set:
 # --------------------------------------------------------------------------------------------
 def run(args) -> int:
     import torch
-    from .errors import ConfigError
     from .network.detector import KeypointDetector
     from .network.detector_options import detector_kwargs
-    from .network.model_file import load_model
+    from .network.model_file import check_model_fits_robot, load_model
     from .robot import RobotModel
 
     torch.set_num_threads(max(1, int(args.threads)))
@@ -322,10 +321,7 @@ def run(args) -> int:
     net, model_config = load_model(model_ref)
     robot_ref = args.robot or getattr(model_config, "robot", None) or "panda"
     robot = RobotModel.load(robot_ref)
-    missing = [n for n in model_config.keypoint_names if n not in robot.keypoint_names]
-    if missing:
-        raise ConfigError("model %s detects %s, which robot %s does not have: pass the matching "
-                          "--robot" % (model_ref, ", ".join(missing), robot.name))
+    check_model_fits_robot(model_ref, model_config, robot, "pass the matching --model or --robot")
     detector = KeypointDetector((net, model_config), device=args.device, **detector_kwargs(args))
     gates = {}
     if args.max_reprojection_error is not None:

@@ -209,3 +209,19 @@ def test_bad_files(tmp_path):
         ModelConfig.for_ours("panda", PANDA, PANDA[:3])
     with pytest.raises(ConfigError):
         ModelConfig.from_dict({"robot": "panda"})
+
+
+def test_model_must_fit_the_robot():
+    from dream_ros.network.model_file import check_model_fits_robot
+    from dream_ros.robot import RobotModel
+    robot = RobotModel.load("panda")
+    names = list(robot.keypoint_names)
+    fits = ModelConfig.for_ours("panda", names, names)
+    check_model_fits_robot("m.pt", fits, robot, "FIX")
+    cases = [(ModelConfig.for_ours("panda", names[:4] + ["x"], names[:4] + ["x"]), "another robot"),
+             (ModelConfig.for_ours("panda", names[:5], names[:5]), "lacks panda_link7, panda_hand"),
+             (ModelConfig.for_ours("kuka", names, names), "trained for robot 'kuka'")]
+    for config, message in cases:
+        with pytest.raises(ConfigError, match=message) as err:
+            check_model_fits_robot("m.pt", config, robot, "FIX")
+        assert "m.pt" in str(err.value) and "FIX" in str(err.value)

@@ -164,6 +164,27 @@ def load_model(path_or_robot: Union[str, Path], device: Union[str, torch.device]
     return net.to(device).eval(), config
 
 
+def check_model_fits_robot(model_ref: Any, config: "ModelConfig", robot, fix: str) -> None:
+    """ConfigError unless the model detects exactly the robot's keypoints and, when it names its
+    robot, that robot. ``fix`` tells the user what to change (the node's parameters or the CLI's
+    options); the node and offline calibrate share this so both refuse the same models."""
+    names, robot_names = list(config.keypoint_names), list(robot.keypoint_names)
+    foreign = [n for n in names if n not in robot_names]
+    if foreign:
+        raise ConfigError("model %s detects keypoints %s but robot %r has %s (%s are not its): the "
+                          "model is for another robot; %s" % (model_ref, names, robot.config.name,
+                                                              robot_names, ", ".join(foreign), fix))
+    if len(set(names)) != len(robot_names):
+        raise ConfigError("model %s detects %d keypoints but robot %r has %d (the model lacks %s): "
+                          "the model was trained for another keypoint set; %s, or use a robot config "
+                          "with the model's keypoints"
+                          % (model_ref, len(set(names)), robot.config.name, len(robot_names),
+                             ", ".join(n for n in robot_names if n not in names), fix))
+    if config.robot and str(config.robot) not in (robot.config.name, robot.config.dream_name):
+        raise ConfigError("model %s was trained for robot %r, not %r: %s"
+                          % (model_ref, config.robot, robot.config.name, fix))
+
+
 def resolve_model_path(path_or_robot: Union[str, Path]) -> Path:
     p = Path(path_or_robot)
     if p.suffix in (".pt", ".pth") or p.exists() or os.sep in str(path_or_robot):

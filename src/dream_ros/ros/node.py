@@ -812,6 +812,7 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "torc
         except ImportError:
             pass
     from ..network.detector import KeypointDetector
+    from ..network.model_file import check_model_fits_robot
     try:
         detector = KeypointDetector(model, device=device, backend=backend)
     except DreamError:
@@ -819,25 +820,7 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "torc
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigError("cannot load model %r: %s: %s (set ~model to a dream_ros model file, a "
                           "robot name or a DREAM .pth)" % (model, type(exc).__name__, exc))
-    names = getattr(detector, "keypoint_names", None)
-    cfg = getattr(detector, "config", None)
-    if names is None and cfg is not None:
-        names = getattr(cfg, "keypoint_names", None)
-    robot_names = list(robot.keypoint_names)
-    if names is not None and [n for n in names if n not in robot_names]:
-        raise ConfigError("model %r detects keypoints %s but robot %r has %s: the model is for "
-                          "another robot; set ~model or ~robot" % (model, list(names),
-                                                                   robot.config.name, robot_names))
-    if names is not None and len(set(names)) != len(robot_names):
-        raise ConfigError("model %r detects %d keypoints but robot %r has %d (the model lacks %s): "
-                          "the model was trained for another keypoint set; set ~model, or ~robot "
-                          "to a robot config with the model's keypoints"
-                          % (model, len(set(names)), robot.config.name, len(robot_names),
-                             ", ".join(n for n in robot_names if n not in names)))
-    model_robot = getattr(cfg, "robot", None) if cfg is not None else None
-    if model_robot and str(model_robot) not in (robot.config.name, robot.config.dream_name):
-        raise ConfigError("model %r was trained for robot %r, not %r: set ~model or ~robot"
-                          % (model, model_robot, robot.config.name))
+    check_model_fits_robot(repr(model), detector.config, robot, "set ~model or ~robot")
     return detector
 
 
