@@ -240,17 +240,15 @@ class Stream:
 
     def __init__(self, rospy, frames_, K, rate: float):
         from sensor_msgs.msg import CameraInfo, Image, JointState
+
+        from dream_ros.ros.conversions import intrinsics_to_camera_info
         self.rospy, self.rate = rospy, float(rate)
         self.Image, self.JointState = Image, JointState
         h, w = frames_[0][0].shape[:2]
         self.images = [Image(height=h, width=w, encoding="rgb8", step=w * 3, data=rgb.tobytes())
                        for rgb, _ in frames_]
         self.joints = [(list(j), [float(v) for v in j.values()]) for _, j in frames_]
-        self.info = CameraInfo(width=w, height=h, distortion_model="plumb_bob", D=[0.0] * 5,
-                               K=[float(v) for v in K.ravel()], R=[1, 0, 0, 0, 1, 0, 0, 0, 1],
-                               P=[K[0, 0], 0, K[0, 2], 0, 0, K[1, 1], K[1, 2], 0, 0, 0, 1, 0])
-        self.info.header.frame_id = "load_camera_optical_frame"
-        self.CameraInfo = CameraInfo
+        self.info = intrinsics_to_camera_info(K, (w, h), "load_camera_optical_frame")
         self.pub_info = rospy.Publisher(NS + "/camera_info", CameraInfo, queue_size=1)
         self.pub_js = rospy.Publisher(NS + "/joint_states", JointState, queue_size=10)
         self.pub_img = self._image_publisher()

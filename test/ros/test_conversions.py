@@ -211,3 +211,17 @@ def test_fuzz_joint_states(names, pos):
     except InputError:
         return
     assert set(out) == {"a", "b"} and all(math.isfinite(v) for v in out.values())
+
+
+def test_intrinsics_to_camera_info_round_trips():
+    from dream_ros.ros.conversions import intrinsics_to_camera_info
+    K = np.array([[500.0, 0, 321], [0, 505, 239], [0, 0, 1]])
+    msg = intrinsics_to_camera_info(K, (640, 480), "cam_optical")
+    assert (msg.width, msg.height, msg.header.frame_id) == (640, 480, "cam_optical")
+    K2, dist, size = camera_info_to_intrinsics(msg)
+    assert np.array_equal(K2, K) and dist is None and size == (640, 480)
+    K3, _, _ = camera_info_to_intrinsics(msg, rectified=True)
+    assert np.array_equal(K3, K)
+    D = [0.1, -0.05, 0.001, 0.002, 0.0]
+    _, dist, _ = camera_info_to_intrinsics(intrinsics_to_camera_info(K, (640, 480), dist=D))
+    assert np.allclose(dist, D)

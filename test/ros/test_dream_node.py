@@ -28,6 +28,7 @@ rospy = pytest.importorskip("rospy")
 
 from dream_ros import frames  # noqa: E402
 from dream_ros.robot import RobotModel  # noqa: E402
+from dream_ros.ros.conversions import intrinsics_to_camera_info  # noqa: E402
 from dream_ros.types import Detections  # noqa: E402
 
 W, H = 320, 240
@@ -63,11 +64,7 @@ class Player:
         self.pub_info = rospy.Publisher(prefix + "/camera_info", CameraInfo, queue_size=2)
         self.pub_js = rospy.Publisher(prefix + "/joint_states", JointState, queue_size=10)
         self.Image, self.JointState = Image, JointState
-        info = CameraInfo(width=W, height=H, distortion_model="plumb_bob", D=[0.0] * 5,
-                          K=list(K.ravel()), R=[1, 0, 0, 0, 1, 0, 0, 0, 1],
-                          P=[K[0, 0], 0, K[0, 2], 0, 0, K[1, 1], K[1, 2], 0, 0, 0, 1, 0])
-        info.header.frame_id = self.optical
-        self.info = info
+        self.info = intrinsics_to_camera_info(K, (W, H), self.optical)
         self.rng = np.random.default_rng(0)
         self.lo, self.hi = robot.joint_limits()
         self._stop = False

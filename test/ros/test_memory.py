@@ -27,6 +27,7 @@ import yaml
 rospy = pytest.importorskip("rospy")
 
 from dream_ros.robot import RobotModel  # noqa: E402
+from dream_ros.ros.conversions import intrinsics_to_camera_info  # noqa: E402
 from dream_ros.types import Detections  # noqa: E402
 from test_dream_node import TRUE_T, wait_for  # noqa: E402
 
@@ -79,10 +80,7 @@ class CycleStream:
             rgb[0, 0, 0] = i
             self.images.append(Image(height=H, width=W, encoding="rgb8", step=W * 3,
                                      data=rgb.tobytes()))
-        self.info = CameraInfo(width=W, height=H, distortion_model="plumb_bob", D=[0.0] * 5,
-                               K=list(K.ravel()), R=[1, 0, 0, 0, 1, 0, 0, 0, 1],
-                               P=[K[0, 0], 0, K[0, 2], 0, 0, K[1, 1], K[1, 2], 0, 0, 0, 1, 0])
-        self.info.header.frame_id = prefix.strip("/") + "_optical"
+        self.info = intrinsics_to_camera_info(K, (W, H), prefix.strip("/") + "_optical")
         self.pub_img = rospy.Publisher(prefix + "/image", Image, queue_size=1)
         self.pub_info = rospy.Publisher(prefix + "/camera_info", CameraInfo, queue_size=1)
         self.pub_js = rospy.Publisher(prefix + "/joint_states", JointState, queue_size=10)

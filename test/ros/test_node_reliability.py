@@ -25,6 +25,7 @@ rospy = pytest.importorskip("rospy")
 
 from dream_ros import frames  # noqa: E402
 from dream_ros.robot import RobotModel  # noqa: E402
+from dream_ros.ros.conversions import intrinsics_to_camera_info  # noqa: E402
 from dream_ros.types import Detections  # noqa: E402
 from test_dream_node import (H, K, TRUE_T, W, Collector, FrameDetector, Player,  # noqa: E402
                              look_at, start_node, wait_for)
@@ -196,11 +197,7 @@ def test_image_size_different_from_camera_info_is_rejected(feeder):
 
 # --------------------------------------------------------------------------- camera_info
 def _info(K_=K, D=(0.0,) * 5, model="plumb_bob"):
-    from sensor_msgs.msg import CameraInfo
-    K_ = np.asarray(K_, float)
-    return CameraInfo(width=W, height=H, distortion_model=model, D=list(D),
-                      K=[float(v) for v in K_.ravel()], R=[1, 0, 0, 0, 1, 0, 0, 0, 1],
-                      P=[K_[0, 0], 0, K_[0, 2], 0, 0, K_[1, 1], K_[1, 2], 0, 0, 0, 1, 0])
+    return intrinsics_to_camera_info(K_, (W, H), dist=D, distortion_model=model)
 
 
 def test_camera_info_missing_waits_and_warns_then_works(feeder, monkeypatch):

@@ -180,6 +180,20 @@ def camera_info_to_intrinsics(msg, rectified: bool = False
     return K, dist, size
 
 
+def intrinsics_to_camera_info(K: np.ndarray, size: Tuple[int, int], frame_id: str = "",
+                              dist: Optional[np.ndarray] = None, distortion_model: str = "plumb_bob"):
+    """(K 3x3, (width, height), distortion) -> sensor_msgs/CameraInfo, what a calibrated camera
+    driver publishes (R identity, P = [K | 0]); the inverse of camera_info_to_intrinsics."""
+    from sensor_msgs.msg import CameraInfo
+    K = np.asarray(K, dtype=float).reshape(3, 3)
+    D = [0.0] * 5 if dist is None else [float(v) for v in np.ravel(dist)]
+    msg = CameraInfo(width=int(size[0]), height=int(size[1]), distortion_model=distortion_model,
+                     D=D, K=[float(v) for v in K.ravel()], R=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+                     P=[K[0, 0], 0.0, K[0, 2], 0.0, 0.0, K[1, 1], K[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0])
+    msg.header.frame_id = frame_id
+    return msg
+
+
 # ------------------------------------------------------------------------------ joint states
 def joint_state_to_dict(msg, required: Optional[Iterable[str]] = None) -> Dict[str, float]:
     """sensor_msgs/JointState -> {name: position}. With ``required``: only those joints, and

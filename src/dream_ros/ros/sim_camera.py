@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..frames import from_translation_quaternion, invert, look_at
 from ..resources import load_yaml_file
+from .conversions import intrinsics_to_camera_info, rgb_to_image, transform_stamped
 
 DEFAULT_CAMERA_POSITION = (1.3, 0.6, 0.8)       # metres in the base frame: in front, to one side
 DEFAULT_LOOK_AT = (0.1, 0.0, 0.45)
@@ -277,53 +278,30 @@ class SimCameraNode:
         self.true_frame = str(p("true_frame", "sim/true_camera"))
         self.base_frame = self.sim.robot.base_frame
         self._rospy = rospy
-        self._msgs = (Image, CameraInfo, JointState)
+        self._JointState = JointState
 
         self.pub_image = rospy.Publisher("~image_raw", Image, queue_size=2)
         self.pub_info = rospy.Publisher("~camera_info", CameraInfo, queue_size=2)
         self.pub_joints = rospy.Publisher("joint_states", JointState, queue_size=10)
         self.pub_truth = rospy.Publisher("~true_camera_pose", TransformStamped, queue_size=1,
                                          latch=True)
-        truth = self._transform_msg(TransformStamped, rospy.Time.now(), self.true_frame)
+        truth = transform_stamped(self.sim.base_T_camera, self.base_frame, self.true_frame,
+                                  rospy.Time.now())
         self.static_tf = tf2_ros.StaticTransformBroadcaster()
         self.static_tf.sendTransform(truth)
-        truth_topic = self._transform_msg(TransformStamped, rospy.Time.now(), self.camera_frame)
+        truth_topic = transform_stamped(self.sim.base_T_camera, self.base_frame,
+                                        self.camera_frame, rospy.Time.now())
         self.pub_truth.publish(truth_topic)
-        self.info = self._camera_info(CameraInfo)
+        self.info = intrinsics_to_camera_info(self.sim.K, (self.sim.width, self.sim.height),
+                                              self.camera_frame)
         self.t0 = rospy.Time.now()
         rospy.loginfo("sim_camera: %s, %dx%d @ %.1f Hz, camera at %s (base frame %s), truth on %s"
                       % (self.sim.config.name, self.sim.width, self.sim.height, self.rate_hz,
                          np.round(self.sim.base_T_camera[:3, 3], 3).tolist(), self.base_frame,
                          self.pub_truth.resolved_name))
 
-    def _transform_msg(self, TransformStamped, stamp, child):
-        from ..frames import quaternion_xyzw
-        T = self.sim.base_T_camera
-        m = TransformStamped()
-        m.header.stamp = stamp
-        m.header.frame_id = self.base_frame
-        m.child_frame_id = child
-        m.transform.translation.x, m.transform.translation.y, m.transform.translation.z = \
-            (float(v) for v in T[:3, 3])
-        q = quaternion_xyzw(T)
-        (m.transform.rotation.x, m.transform.rotation.y, m.transform.rotation.z,
-         m.transform.rotation.w) = (float(v) for v in q)
-        return m
-
-    def _camera_info(self, CameraInfo):
-        K = self.sim.K
-        info = CameraInfo()
-        info.header.frame_id = self.camera_frame
-        info.width, info.height = self.sim.width, self.sim.height
-        info.distortion_model = "plumb_bob"
-        info.D = [0.0] * 5
-        info.K = [float(v) for v in K.reshape(-1)]
-        info.R = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.P = [K[0, 0], 0.0, K[0, 2], 0.0, 0.0, K[1, 1], K[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
-        return info
-
     def publish_once(self, stamp) -> None:
-        Image, _, JointState = self._msgs
+        JointState = self._JointState
         t = (stamp - self.t0).to_sec()
         joints = self.sim.joints(t)
         rgb = self.sim.render(joints)
@@ -331,14 +309,9 @@ class SimCameraNode:
         js.header.stamp = stamp
         js.name = list(joints)
         js.position = [joints[n] for n in js.name]
-        img = Image()
+        img = rgb_to_image(rgb)
         img.header.stamp = stamp
         img.header.frame_id = self.camera_frame
-        img.height, img.width = rgb.shape[:2]
-        img.encoding = "rgb8"
-        img.is_bigendian = 0
-        img.step = rgb.shape[1] * 3
-        img.data = np.ascontiguousarray(rgb).tobytes()
         self.info.header.stamp = stamp
         # Joint states first: a subscriber pairing by stamp then has them when the image arrives.
         self.pub_joints.publish(js)
