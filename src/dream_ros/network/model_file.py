@@ -171,13 +171,14 @@ def check_model_fits_robot(model_ref: Any, config: "ModelConfig", robot, fix: st
     names, robot_names = list(config.keypoint_names), list(robot.keypoint_names)
     foreign = [n for n in names if n not in robot_names]
     if foreign:
-        raise ConfigError("model %s detects keypoints %s but robot %r has %s (%s are not its): the "
-                          "model is for another robot; %s" % (model_ref, names, robot.config.name,
-                                                              robot_names, ", ".join(foreign), fix))
+        raise ConfigError("model %s detects keypoints %s but robot %r has %s (not the robot's: "
+                          "%s): the model is for another robot; %s"
+                          % (model_ref, names, robot.config.name, robot_names, ", ".join(foreign),
+                             fix))
     if len(set(names)) != len(robot_names):
         raise ConfigError("model %s detects %d keypoints but robot %r has %d (the model lacks %s): "
-                          "the model was trained for another keypoint set; %s, or use a robot config "
-                          "with the model's keypoints"
+                          "the model was trained for another keypoint set; %s, or use a robot "
+                          "config with the model's keypoints"
                           % (model_ref, len(set(names)), robot.config.name, len(robot_names),
                              ", ".join(n for n in robot_names if n not in names), fix))
     if config.robot and str(config.robot) not in (robot.config.name, robot.config.dream_name):
