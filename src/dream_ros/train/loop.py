@@ -187,13 +187,13 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
         raise ConfigError("--init %s has keypoints %s, the robot config %s"
                           % (cfg.init, mcfg.keypoint_names, list(names)))
     arch = cfg.arch or mcfg.arch
+    prov = {"init": str(cfg.init), "init_training": _training_of(mcfg)}
     if arch == mcfg.arch:
         spec = {"arch": arch, "input_size": list(cfg.input_size or mcfg.input_size),
                 "preprocessing": mcfg.preprocessing, "half_pixel": mcfg.half_pixel,
                 "mean": list(mcfg.mean), "std": list(mcfg.std), "codec": dict(mcfg.codec)}
         log("init: all weights, preprocessing %s and codec from %s" % (mcfg.preprocessing, cfg.init))
-        return src.train(), spec, {"init": str(cfg.init), "init_tensors": len(src.state_dict()),
-                                   "init_training": _training_of(mcfg)}
+        return src.train(), spec, dict(prov, init_tensors=len(src.state_dict()))
     net = _build(arch, len(names))
     mine = net.state_dict()
     copied = {k: v.to(mine[k].dtype) for k, v in src.state_dict().items()
@@ -204,9 +204,7 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
     mine.update(copied)
     net.load_state_dict(mine)
     log("init: copied %d/%d tensors from %s" % (len(copied), len(mine), cfg.init))
-    return net, _default_spec(arch, cfg.input_size), {"init": str(cfg.init),
-                                                     "init_tensors": len(copied),
-                                                     "init_training": _training_of(mcfg)}
+    return net, _default_spec(arch, cfg.input_size), dict(prov, init_tensors=len(copied))
 
 
 def _training_of(mcfg) -> Dict[str, Any]:
