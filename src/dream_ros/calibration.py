@@ -504,6 +504,8 @@ def save_calibration(path: Union[str, Path], estimate: PoseEstimate, base_frame:
         "inliers": figures[1],
         "spread_translation_m": ex.get("spread_translation_m"),
         "spread_rotation_deg": ex.get("spread_rotation_deg"),
+        "standard_error_translation_m": ex.get("standard_error_translation_m"),
+        "standard_error_rotation_deg": ex.get("standard_error_rotation_deg"),
         # the solver's covariance is of camera_T_base; the file names the camera pose's
         "covariance_base_T_camera": _finite_list(camera_pose_covariance(T, estimate.covariance)),
     }

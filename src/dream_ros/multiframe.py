@@ -16,8 +16,14 @@ alone (``solve_pnp``, robust), then the joint problem over the frames kept (a bo
 Frames whose own PnP failed (fewer than 4 keypoints seen, ...) still contribute their points once
 an estimate exists. Convergence: at least ``min_frames`` inlier frames, the joint estimate moved
 less than converge_translation_m / converge_rotation_deg over the last ``converge_window`` added
-frames, and the spread of the single-frame poses is under max_spread_translation_m /
-max_spread_rotation_deg.
+frames, and the single-frame poses of the n inlier frames agree well enough:
+- their standard error, spread / sqrt(n), is under max_standard_error_translation_m /
+  max_standard_error_rotation_deg (spread: the median distance / angle of the single-frame poses
+  from the joint one). This is the uncertainty of the joint estimate measured from the data,
+  whatever the detector's error distribution: noisy single frames converge, only later;
+- and the spread itself is under max_spread_translation_m / max_spread_rotation_deg, a loose
+  guard: single frames that disagree by more are a sign of systematically wrong detections
+  (the wrong arm link found, for example), which averaging over more frames does not cure.
 """
 from __future__ import annotations
 
@@ -85,7 +91,8 @@ class MultiFrameSolver(object):
     robust, ransac_reprojection_px and **pnp_options: passed to the single-frame ``solve_pnp``.
     loss, loss_scale_px: scipy least_squares robust loss for the re-solve from scratch.
     point_gate_px (default ransac_reprojection_px), frame_gate_px, frame_gate_factor: gating.
-    min_frames, converge_window, converge_*, max_spread_*: the convergence test.
+    min_frames, converge_window, converge_*, max_standard_error_*, max_spread_*: the convergence
+    test (module docstring).
     sigma_floor_px: as in solve_pnp, for the joint covariance.
     """
 
@@ -95,7 +102,9 @@ class MultiFrameSolver(object):
                  frame_gate_px: float = 4.0, frame_gate_factor: float = 3.0,
                  min_frames: int = 5, converge_window: int = 10,
                  converge_translation_m: float = 0.005, converge_rotation_deg: float = 0.5,
-                 max_spread_translation_m: float = 0.10, max_spread_rotation_deg: float = 5.0,
+                 max_standard_error_translation_m: float = 0.02,
+                 max_standard_error_rotation_deg: float = 1.0,
+                 max_spread_translation_m: float = 0.25, max_spread_rotation_deg: float = 10.0,
                  sigma_floor_px: float = 0.0, **pnp_options):
         self.K, self.dist = check_camera(K, dist)
         num = number_option    # options come from user parameter files: InputError naming them
@@ -109,6 +118,10 @@ class MultiFrameSolver(object):
         frame_gate_factor = num("frame_gate_factor", frame_gate_factor, float, 0.0)
         converge_translation_m = num("converge_translation_m", converge_translation_m, float, 0.0)
         converge_rotation_deg = num("converge_rotation_deg", converge_rotation_deg, float, 0.0)
+        max_standard_error_translation_m = num("max_standard_error_translation_m",
+                                               max_standard_error_translation_m, float, 0.0)
+        max_standard_error_rotation_deg = num("max_standard_error_rotation_deg",
+                                              max_standard_error_rotation_deg, float, 0.0)
         max_spread_translation_m = num("max_spread_translation_m", max_spread_translation_m,
                                        float, 0.0)
         max_spread_rotation_deg = num("max_spread_rotation_deg", max_spread_rotation_deg, float,
@@ -130,6 +143,8 @@ class MultiFrameSolver(object):
         self.min_frames, self.converge_window = int(min_frames), int(converge_window)
         self.converge_translation_m = float(converge_translation_m)
         self.converge_rotation_deg = float(converge_rotation_deg)
+        self.max_standard_error_translation_m = float(max_standard_error_translation_m)
+        self.max_standard_error_rotation_deg = float(max_standard_error_rotation_deg)
         self.max_spread_translation_m = float(max_spread_translation_m)
         self.max_spread_rotation_deg = float(max_spread_rotation_deg)
         self.sigma_floor_px = float(sigma_floor_px)
@@ -304,8 +319,11 @@ class MultiFrameSolver(object):
                                                    T[:3, :3])))
         else:
             spread_t = spread_r = float("nan")
+        # ~ the standard error of the mean of len(solved) independent single-frame poses
+        stderr_t, stderr_r = (spread_t / np.sqrt(max(len(solved), 1)),
+                              spread_r / np.sqrt(max(len(solved), 1)))
         self._history.append(x.copy())
-        converged = self._converged(x, frames_used, spread_t, spread_r)
+        converged = self._converged(x, frames_used, spread_t, spread_r, stderr_t, stderr_r)
 
         # Latest frame, per given row: its error under the joint pose; inlier when it took part.
         errors = np.full(latest.n_given, np.nan)
@@ -322,6 +340,8 @@ class MultiFrameSolver(object):
             status="ok", camera_T_base=T, covariance=cov, reprojection_errors_px=errors,
             inliers=inliers, num_points=int(point_ok.sum()), frames_used=frames_used,
             extras={"spread_translation_m": spread_t, "spread_rotation_deg": spread_r,
+                    "standard_error_translation_m": stderr_t,
+                    "standard_error_rotation_deg": stderr_r,
                     "frames_used": frames_used,
                     "rejected_frames": int(len(frames) - frames_used),
                     "rejected_frame_ids": [f.id for f, ok in zip(frames, frame_ok) if not ok],
@@ -343,9 +363,10 @@ class MultiFrameSolver(object):
                       "frames_in_history": len(self._frames), "frame_estimate": single}
         return est
 
-    def _converged(self, x, frames_used, spread_t, spread_r) -> bool:
+    def _converged(self, x, frames_used, spread_t, spread_r, stderr_t, stderr_r) -> bool:
         """Enough inlier frames, the estimate still over the last converge_window frames, and
-        single-frame poses that agree (spread)."""
+        single-frame poses that agree (standard error and spread; no single-frame pose at all,
+        e.g. every frame too short for its own PnP: moved alone decides)."""
         if frames_used < self.min_frames or len(self._history) <= self.converge_window:
             return False
         T = _x_to_pose(x)
@@ -354,7 +375,9 @@ class MultiFrameSolver(object):
         moved_t = max(float(np.linalg.norm(-Th[:3, :3].T @ Th[:3, 3] - cam)) for Th in Ts)
         moved_r = float(np.max(_angles_deg(np.array([Th[:3, :3] for Th in Ts]), T[:3, :3])))
         spread_ok = (not np.isfinite(spread_t)
-                     or (spread_t <= self.max_spread_translation_m
+                     or (stderr_t <= self.max_standard_error_translation_m
+                         and stderr_r <= self.max_standard_error_rotation_deg
+                         and spread_t <= self.max_spread_translation_m
                          and spread_r <= self.max_spread_rotation_deg))
         return bool(moved_t <= self.converge_translation_m
                     and moved_r <= self.converge_rotation_deg and spread_ok)

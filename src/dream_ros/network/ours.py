@@ -56,6 +56,10 @@ _ARCHS: Dict[str, dict] = {
     # without changing its output.
     "dream_tiny_deep_s4": dict(stem=(16, 24), widths=(24, 48, 96, 192), blocks=(1, 2, 3, 2),
                                dec=48, head=48),
+    # dream_tiny_deep_s4 plus one more block at strides 8, 16 and 32, grown the same way from a
+    # trained dream_tiny_deep_s4 (which had plateaued at 0.61 validation PCK AUC)
+    "dream_tiny_deeper_s4": dict(stem=(16, 24), widths=(24, 48, 96, 192), blocks=(1, 3, 4, 3),
+                                 dec=48, head=48),
 }
 
 # Public facts per architecture: output stride and default network input (W, H).

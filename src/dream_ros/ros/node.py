@@ -717,6 +717,10 @@ class DreamNode:
                                           if est is not None else None, 4)),
             ("spread_rotation_deg", _fmt(est.extras.get("spread_rotation_deg")
                                          if est is not None else None, 2)),
+            ("standard_error_translation_m",
+             _fmt(est.extras.get("standard_error_translation_m") if est is not None else None, 4)),
+            ("standard_error_rotation_deg",
+             _fmt(est.extras.get("standard_error_rotation_deg") if est is not None else None, 2)),
             ("tf", "%s -> %s" % (self.base_frame, self._tf_target[0] if self._tf_target
                                  else self._optical or "?")),
         ]

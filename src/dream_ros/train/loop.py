@@ -211,8 +211,11 @@ def _training_of(mcfg) -> Dict[str, Any]:
     """What the --init model had already learned from (ours: images and hours), so a model card
     can give the cumulative training of a net grown or fine-tuned from it."""
     t = mcfg.training or {}
-    return {"arch": mcfg.arch, "images_seen": int(t.get("images_seen") or 0),
-            "wall_hours": float(t.get("wall_hours") or 0.0)}
+    # a model that was itself grown counts its own --init model's training too (cumulative chain)
+    before = t.get("init_training") or {}
+    return {"arch": mcfg.arch,
+            "images_seen": int(t.get("images_seen") or 0) + int(before.get("images_seen") or 0),
+            "wall_hours": float(t.get("wall_hours") or 0.0) + float(before.get("wall_hours") or 0.0)}
 
 
 class _Log:
