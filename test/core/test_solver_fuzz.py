@@ -153,7 +153,9 @@ def test_multiframe_with_random_and_malformed_frames(frames_, options):
 @given(K=st.lists(wild, min_size=9, max_size=9),
        dist=st.one_of(st.none(), st.lists(wild, max_size=9)),
        options=st.dictionaries(st.sampled_from(["max_frames", "min_frames", "converge_window",
-                                                "loss", "nonsense", "ransac_iterations"]),
+                                                "loss", "nonsense", "ransac_iterations",
+                                                "max_standard_error_translation_m",
+                                                "max_standard_error_rotation_deg"]),
                                st.one_of(st.integers(-3, 5), st.text(max_size=3)), max_size=3))
 def test_multiframe_construction_with_bad_arguments(K, dist, options):
     """Found a defect: a string for an integer option raised ValueError (a start-up crash of

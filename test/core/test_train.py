@@ -184,7 +184,7 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
-def test_init_grows_tiny_into_tiny_deep_without_changing_its_output(tmp_path):
+def test_init_grows_a_net_without_changing_its_output(tmp_path):
     import torch
     from dream_ros.network.model_file import load_model
     from dream_ros.train.export import export_run
@@ -208,6 +208,15 @@ def test_init_grows_tiny_into_tiny_deep_without_changing_its_output(tmp_path):
     card = tmp_path / "grown.md"
     export_run(str(tmp_path / "grown"), str(tmp_path / "grown.pt"), card=str(card))
     assert "| 4 in this run + 8 in the --init model (dream_tiny_s4) = 12 |" in card.read_text()
+    # a second generation (deep -> deeper) counts the whole chain and again keeps the output
+    deep, _ = load_model(str(tmp_path / "grown.pt"))
+    cfg = TrainConfig(data=[], out=str(tmp_path / "deeper"), arch="dream_tiny_deeper_s4",
+                      init=str(tmp_path / "grown.pt"))
+    deeper, _, prov = _init_from(cfg, NAMES, lambda msg: None)
+    assert prov["init_training"]["arch"] == "dream_tiny_deep_s4"
+    assert prov["init_training"]["images_seen"] == 12
+    with torch.no_grad():
+        torch.testing.assert_close(deeper.eval()(x), deep.float().eval()(x))
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")

@@ -15,12 +15,15 @@ high-resolution work with few channels. Measured with ``scripts/bench_network.py
     dream_res18_s4    2.83   2.99M     38.0 ms       33.9 ms   26.5 ms   10.6 img/CPU-s
     dream_tiny_s4     0.91   0.92M     15.9 ms       13.4 ms    9.8 ms   29.8 img/CPU-s
     dream_tiny_deep_s4 1.21  1.79M     19.6 ms       18.0 ms   12.2 ms   21.3 img/CPU-s *
+    dream_tiny_deeper_s4 1.52 2.66M    20.9 ms       18.8 ms   14.9 ms   ~14 img/CPU-s **
 
 (training: forward + backward + AdamW step, channels_last, process CPU time, 2026-11-24;
-* measured in session 3 beside a training run, where tiny gave 26.6 img/CPU-s.)
+* measured in session 3 beside a training run, where tiny gave 26.6 img/CPU-s; ** session 4,
+forward beside a training run, training: its own run's 27 img/s on 2 threads.)
 dream_tiny_s4 stopped improving at 0.50 validation PCK AUC after 400k images, with training and
 validation frames scoring alike (under-fitting, not over-fitting): dream_tiny_deep_s4 doubles the
 parameters where they are cheap, on the stride-8..32 maps, and is grown from a trained tiny net.
+It plateaued at 0.61; dream_tiny_deeper_s4 grows it once more the same way.
 Default ``dream_lite_s4``: within the 25 ms budget even on one core and ~30% cheaper to run
 and train than dream_res18_s4 (the probe's ResNet-18-like 2x[32,64,128,256] encoder, here with
 a 96-channel decoder; cpu-training-probe.md) at the same parameter count: one block fewer at
