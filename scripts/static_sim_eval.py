@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Static-mode calibration of a simulated camera, without ROS: renders N frames of sim_camera's
 trajectory, runs the Calibrator (real detector) in static mode and prints the per-frame outcomes,
-the keypoint pixel errors and the final estimate's error against the simulated truth.
+the keypoint pixel errors (per keypoint: median error and mean offset, i.e. the detector's bias
+in this view, which more frames do not average out) and the final estimate's error against the
+simulated truth.
 
     python scripts/static_sim_eval.py [model] [width] [frames]     (defaults: panda 640 80)
 """
@@ -23,14 +25,23 @@ N = int(sys.argv[3]) if len(sys.argv) > 3 else 80
 sim = SimCamera(width=W, height=W * 3 // 4, camera_position=(1.3, 0.6, 0.8), look_at=(0.1, 0, 0.45))
 cal = Calibrator(sim.robot, build_detector(model, sim.robot, "cpu", "torch", 1), mode="static")
 outcomes, errs = Counter(), []
+offsets = {name: [] for name in sim.robot.keypoint_names}
 for i in range(N):
     j = sim.joints(i * 0.25)
     det, est = cal.process(sim.render(j), j, sim.K)
     truth_uv = visualize.project(sim.robot.keypoints_3d(j), sim.camera_T_base, sim.K)
     errs += list(np.linalg.norm(det.uv - truth_uv, axis=1)[det.detected])
+    for k, name in enumerate(sim.robot.keypoint_names):
+        if det.detected[k]:
+            offsets[name].append(det.uv[k] - truth_uv[k])
     outcomes[est.extras.get("stage", est.status)] += 1
 print("frame outcomes:", dict(outcomes))
 print("keypoints: %d detected, median error %.1f px" % (len(errs), np.median(errs) if errs else np.nan))
+for name, d in offsets.items():
+    d = np.array(d).reshape(-1, 2)
+    print("  %-14s %3d found  median %5.1f px  mean offset %+5.1f %+5.1f px"
+          % (name, len(d), np.median(np.linalg.norm(d, axis=1)) if len(d) else np.nan,
+             *(d.mean(axis=0) if len(d) else (np.nan, np.nan))))
 e = cal.estimate
 if e is None:
     print("no accepted estimate")
