@@ -193,3 +193,56 @@ def test_cli_refuses_bad_camera_radius(tmp_path):
     cli.add_arguments(p)
     with pytest.raises(InputError, match="camera-radius"):
         cli.run(p.parse_args(["--out", str(tmp_path), "--camera-radius", "1.4", "0.6"]))
+
+
+def test_table_scenes_stand_the_robot_on_a_plate_on_a_table(tmp_path):
+    from dream_ros.synth.randomize import Randomizer
+    from dream_ros.synth.scene import RobotScene
+    scene = RobotScene("panda")
+    rnd = Randomizer(scene, W, H)
+    rnd.ranges["table_prob"] = 1.0
+    rng = np.random.default_rng(3)
+    plates = 0
+    for _ in range(20):
+        assert rnd.sample(rng).table
+        (table, plate), base = scene.support_geoms, scene.world_T_base()[:3, 3]
+        top = lambda g: scene.data.geom_xpos[g][2] + scene.model.geom_size[g][2]   # noqa: E731
+        on_table = scene.data.geom_xpos[plate][2] > -50
+        plates += on_table
+        # the base stands on the plate (or the table), the plate on the table
+        assert np.isclose(top(plate if on_table else table), 0.0, atol=1e-9)
+        if on_table:
+            assert np.isclose(top(table), scene.data.geom_xpos[plate][2]
+                              - scene.model.geom_size[plate][2], atol=1e-9)
+        # ... at least 0.15 m inside the table's edges
+        R = scene.data.geom_xmat[table].reshape(3, 3)
+        local = R.T @ (base - scene.data.geom_xpos[table])
+        assert np.all(np.abs(local[:2]) <= scene.model.geom_size[table][:2] - 0.15 + 1e-9)
+    assert 0 < plates < 20
+    # the same frames without tables: same robot, camera and labels; the table only adds
+    # non-robot foreground (mask 128), and frames say which kind they are
+    run_synth(_opts(tmp_path / "flat", count=3, masks=True), workers=1, progress=False)
+    run_synth(_opts(tmp_path / "table", count=3, masks=True, table_prob=1.0), workers=1,
+              progress=False)
+    flat, tab = NddsDataset(tmp_path / "flat"), NddsDataset(tmp_path / "table")
+    support_pixels = 0
+    for i in range(3):
+        a, b = flat[i], tab[i]
+        assert not a.raw["synth"]["table"] and b.raw["synth"]["table"]
+        np.testing.assert_allclose(a.projected, b.projected)
+        ma, mb = (cv2.imread(str(f.mask_path), cv2.IMREAD_UNCHANGED) for f in (a, b))
+        support_pixels += np.count_nonzero(mb == 128) - np.count_nonzero(ma == 128)
+        for k in np.flatnonzero(b.in_frame):     # a keypoint hidden by the table is occluded
+            u, v = np.clip(np.round(b.projected[k]).astype(int), 0, [95, 71])
+            assert (mb[v, u] != 255) == b.occluded[k]
+    assert support_pixels > 0
+
+
+def test_cli_refuses_a_bad_table_share(tmp_path):
+    import argparse
+    from dream_ros.errors import InputError
+    from dream_ros.synth import cli
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    with pytest.raises(InputError, match="table-prob"):
+        cli.run(p.parse_args(["--out", str(tmp_path), "--table-prob", "1.5"]))

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="camera distance range in metres (default: the robot config's)")
     p.add_argument("--closeup-prob", type=float, default=None,
                    help="share of close-ups aimed at one keypoint (default: the robot config's)")
+    p.add_argument("--table-prob", type=float, default=None,
+                   help="share of table scenes: the robot on a mounting plate on a table top, "
+                        "sometimes casting shadows (default: the robot config's, 0)")
     p.add_argument("--distractors", type=int, default=8, help="max distractor primitives per image")
     p.add_argument("--mesh-distractors", type=int, default=12,
                    help="object-mesh distractor slots (pybullet_data objects, up to 4 per image)")
@@ -54,6 +57,8 @@ def run(args) -> int:
         raise InputError("--camera-radius needs 0 < MIN <= MAX, got %s" % (args.camera_radius,))
     if args.closeup_prob is not None and not 0.0 <= args.closeup_prob <= 1.0:
         raise InputError("--closeup-prob must be in [0, 1], got %s" % args.closeup_prob)
+    if args.table_prob is not None and not 0.0 <= args.table_prob <= 1.0:
+        raise InputError("--table-prob must be in [0, 1], got %s" % args.table_prob)
     opts = SynthOptions(robot=args.robot, out=args.out, count=args.count, seed=args.seed,
                         width=args.width, height=args.height, ext="png" if args.png else "jpg",
                         jpeg_quality=args.jpeg_quality, fov=args.fov, distractors=args.distractors,
@@ -61,7 +66,7 @@ def run(args) -> int:
                         photos=not args.no_photos, msaa=args.msaa, masks=args.masks,
                         shard_index=args.shard[0], shard_count=args.shard[1],
                         camera_radius=tuple(args.camera_radius) if args.camera_radius else None,
-                        closeup_prob=args.closeup_prob)
+                        closeup_prob=args.closeup_prob, table_prob=args.table_prob)
     card = run_synth(opts, workers=args.workers, progress=not args.quiet)
     secs = card["seconds_this_run"]
     n = card["frames_written_this_run"]

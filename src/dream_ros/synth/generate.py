@@ -40,6 +40,7 @@ class SynthOptions:
     masks: bool = False                 # also write <name>.cs.png segmentation masks
     camera_radius: Optional[Tuple[float, float]] = None   # overrides synth.camera.radius_m
     closeup_prob: Optional[float] = None                  # overrides synth.camera.closeup_prob
+    table_prob: Optional[float] = None                    # overrides synth.table_prob
 
 
 class FrameGenerator:
@@ -77,7 +78,7 @@ class FrameGenerator:
         n = len(lab.names)
         visible = int(np.count_nonzero(lab.in_frame & ~lab.occluded))
         extras = {"synth": {"index": int(index), "seed": int(o.seed), "true_materials": p.true_materials,
-                            "closeup": p.closeup, "distractors": p.n_distractors,
+                            "closeup": p.closeup, "table": p.table, "distractors": p.n_distractors,
                             "background": self.backgrounds.last_kind, "joint_tries": p.tries,
                             "robot_pixels": lab.robot_pixels,
                             "visible_link": lab.visible_link, **p.extras}}
@@ -166,13 +167,16 @@ def code_version() -> str:
 
 
 def randomization(synth: Dict, opts: SynthOptions) -> Dict:
-    """The robot config's randomization ranges with --camera-radius / --closeup-prob applied."""
+    """The robot config's randomization ranges with --camera-radius / --closeup-prob /
+    --table-prob applied."""
     from .randomize import merged_ranges
     ranges = merged_ranges(synth)
     if opts.camera_radius is not None:
         ranges["camera"]["radius_m"] = [float(v) for v in opts.camera_radius]
     if opts.closeup_prob is not None:
         ranges["camera"]["closeup_prob"] = float(opts.closeup_prob)
+    if opts.table_prob is not None:
+        ranges["table_prob"] = float(opts.table_prob)
     return ranges
 
 

@@ -36,6 +36,8 @@ DEFAULTS: Dict = {
     "distractors": [0, 8],
     "mesh_distractors": [0, 4],        # pybullet_data objects (if installed), on top of the above
     "occluder_prob": 0.25,             # a distractor placed between camera and robot
+    "table_prob": 0.0,                 # table scenes: robot on a plate on a table top (apply_support)
+    "shadow_prob": 0.5,                # ... of which this share with the key light casting shadows
     "max_joint_tries": 50,
 }
 
@@ -69,6 +71,7 @@ class FrameParams:
     n_distractors: int
     tries: int
     extras: Dict = field(default_factory=dict)
+    table: bool = False
 
 
 class Randomizer:
@@ -169,6 +172,55 @@ class Randomizer:
         sc.set_robot_rgba(rgba)
         return False
 
+    def apply_support(self, rng) -> bool:
+        """Table scenes, with probability table_prob: the robot stands on a mounting plate on a
+        table top, as real arms do. Flat composited backgrounds never show the edges, colours,
+        shadows and contact around the base that real images do. Returns whether it did."""
+        sc = self.scene
+        p = float(self.ranges.get("table_prob", 0.0))
+        # no draw at all when off: datasets rendered before this option stay reproducible
+        if p <= 0.0 or rng.random() >= p:
+            sc.set_support([None, None])
+            sc.model.light_castshadow[0] = 0
+            return False
+        base = sc.world_T_base()[:3, 3]
+        floor = float(self.ranges.get("floor_z_m", 0.0))
+        yaw = rng.uniform(-np.pi, np.pi)
+        plate = None
+        plate_half_t = 0.0
+        if rng.random() < 0.7:
+            plate_half_t = rng.uniform(0.002, 0.008)
+            half = rng.uniform(0.12, 0.3)
+            rgba = self._support_colour(rng, dark=rng.random() < 0.7)
+            centre = base + np.array([*rng.uniform(-0.05, 0.05, 2), 0.0])
+            centre[2] = floor - plate_half_t
+            plate = (centre, np.array([half, half, plate_half_t]), rgba, yaw)
+        half = np.array([rng.uniform(0.35, 1.2), rng.uniform(0.3, 1.0), rng.uniform(0.01, 0.03)])
+        # the base at least 0.15 m inside the table's edges, often close to one of them
+        off = rng.uniform(-1.0, 1.0, 2) * np.maximum(half[:2] - 0.15, 0.0)
+        c, s_ = np.cos(yaw), np.sin(yaw)
+        centre = base + np.array([c * off[0] - s_ * off[1], s_ * off[0] + c * off[1], 0.0])
+        centre[2] = floor - 2 * plate_half_t - half[2]
+        table = (centre, half, self._support_colour(rng, dark=False), yaw)
+        sc.set_support([table, plate])
+        sc.set_surface(rng.uniform(0.0, 0.5), rng.uniform(0.0, 0.6), support=True)
+        sc.model.light_castshadow[0] = int(rng.random() < float(self.ranges.get("shadow_prob", 0.5)))
+        return True
+
+    @staticmethod
+    def _support_colour(rng, dark: bool) -> np.ndarray:
+        """Mounting plates: mostly dark. Tables: wood, neutral white/grey, or any colour."""
+        kind = rng.random()
+        if dark:
+            hsv = (rng.uniform(0, 1), rng.uniform(0, 0.2), rng.uniform(0.02, 0.3))
+        elif kind < 0.4:
+            hsv = (rng.uniform(0.05, 0.12), rng.uniform(0.2, 0.6), rng.uniform(0.4, 0.9))
+        elif kind < 0.8:
+            hsv = (rng.uniform(0, 1), rng.uniform(0, 0.08), rng.uniform(0.25, 0.97))
+        else:
+            hsv = (rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 1))
+        return np.array([*colorsys.hsv_to_rgb(*hsv), 1.0])
+
     def apply_distractors(self, rng, world_T_optical) -> int:
         sc = self.scene
         m, d = sc.model, sc.data
@@ -237,7 +289,8 @@ class Randomizer:
         self.apply_lights(rng, world_T_optical)
         true_materials = self.apply_colors(rng)
         n_distr = self.apply_distractors(rng, world_T_optical)
+        table = self.apply_support(rng)
         self.scene.forward()
         return FrameParams(joints=joints, world_T_optical=world_T_optical, K=K,
                            true_materials=true_materials, closeup=closeup, n_distractors=n_distr,
-                           tries=tries, extras={"fov_y_deg": fov})
+                           tries=tries, extras={"fov_y_deg": fov}, table=table)

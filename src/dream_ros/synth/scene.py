@@ -30,6 +30,10 @@ COLLISION_GROUP = 3    # robot collision geoms + floor (never rendered)
 
 ROBOT_MATERIAL = "robot_surface"
 DISTRACTOR_MATERIAL = "distractor_surface"
+SUPPORT_MATERIAL = "support_surface"
+# What the robot stands on in "table scenes" (Randomizer.apply_support): a table top and a mounting
+# plate under the base. Rendered like distractors; parked far below the floor when unused.
+SUPPORT_GEOMS = ("support_table", "support_plate")
 DISTRACTOR_TYPES = ("box", "sphere", "cylinder", "capsule", "ellipsoid")
 CACHE_DIR = Path(os.environ.get("DREAM_ROS_CACHE", Path.home() / ".cache" / "dream_ros")) / "meshes"
 
@@ -216,6 +220,7 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
     # frame; the geoms' own rgba still sets their colour (MuJoCo uses a non-default geom rgba).
     spec.add_material(name=ROBOT_MATERIAL, specular=0.5, shininess=0.5)
     spec.add_material(name=DISTRACTOR_MATERIAL, specular=0.5, shininess=0.5)
+    spec.add_material(name=SUPPORT_MATERIAL, specular=0.2, shininess=0.2)
     info = SceneInfo(root_link=robot.get_root())
     children: Dict[str, list] = {}
     for j in robot.joints:
@@ -303,6 +308,11 @@ def build_spec(config: RobotConfig, n_distractors: int = 0, markers: bool = Fals
         b.add_geom(name="distractor%d" % i, type=gtype, size=[0.05, 0.05, 0.05],
                    group=DISTRACTOR_GROUP, contype=0, conaffinity=0, rgba=[0.6, 0.6, 0.6, 1],
                    material=DISTRACTOR_MATERIAL)
+    for name in SUPPORT_GEOMS:
+        b = spec.worldbody.add_body(name=name, mocap=True, pos=[0, 0, -100])
+        b.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.5, 0.5, 0.01],
+                   group=DISTRACTOR_GROUP, contype=0, conaffinity=0, rgba=[0.6, 0.6, 0.6, 1],
+                   material=SUPPORT_MATERIAL)
     for i, part in enumerate(distractor_meshes(n_mesh_distractors)):
         b = spec.worldbody.add_body(name="mdistractor%d" % i, mocap=True, pos=[0, 0, -100])
         _add_mesh(spec, "m:mdistractor%d" % i, part)
@@ -414,14 +424,20 @@ class RobotScene:
         self.mesh_distractor_geoms = np.array([g for g in mesh_ids if g >= 0], dtype=int)
         self.mesh_distractor_mocap = np.array([m.body_mocapid[m.geom_bodyid[g]]
                                                for g in self.mesh_distractor_geoms], dtype=int)
-        # geom id -> 0 background / 1 robot / 2 distractor (segmentation lookup, vectorised)
+        self.support_geoms = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, g)
+                                       for g in SUPPORT_GEOMS], dtype=int)
+        self.support_mocap = np.array([m.body_mocapid[m.geom_bodyid[g]] for g in self.support_geoms],
+                                      dtype=int)
+        # geom id -> 0 background / 1 robot / 2 distractor or support (segmentation lookup)
         self.geom_label = np.zeros(m.ngeom + 1, np.uint8)
         self.geom_label[self.robot_geoms] = 1
         self.geom_label[self.distractor_geoms] = 2
         self.geom_label[self.mesh_distractor_geoms] = 2
+        self.geom_label[self.support_geoms] = 2
         self.geom_body = np.append(m.geom_bodyid, -1)
         self._mat_robot = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, ROBOT_MATERIAL)
         self._mat_distractor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, DISTRACTOR_MATERIAL)
+        self._mat_support = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, SUPPORT_MATERIAL)
         self.set_joints({})
 
     # -- collision filtering --------------------------------------------------------------------
@@ -558,8 +574,26 @@ class RobotScene:
             rgba[default, :3] = 0.501
         self.model.geom_rgba[self.robot_geoms] = rgba
 
-    def set_surface(self, specular: float = 0.5, shininess: float = 0.5, distractors: bool = False):
-        """Specular strength and shininess (0..1) of the robot's (or the distractors') surfaces."""
-        mat = self._mat_distractor if distractors else self._mat_robot
+    def set_surface(self, specular: float = 0.5, shininess: float = 0.5, distractors: bool = False,
+                    support: bool = False):
+        """Specular strength and shininess (0..1) of the robot's (or the distractors', or the
+        support's) surfaces."""
+        mat = (self._mat_support if support else
+               self._mat_distractor if distractors else self._mat_robot)
         self.model.mat_specular[mat] = specular
         self.model.mat_shininess[mat] = shininess
+
+    def set_support(self, boxes):
+        """Place the support boxes (SUPPORT_GEOMS order): per box None (hidden) or
+        (centre (3,), half sizes (3,), rgba (4,), yaw about world z in radians)."""
+        m, d = self.model, self.data
+        for g, mid, box in zip(self.support_geoms, self.support_mocap, boxes):
+            if box is None:
+                d.mocap_pos[mid] = [0.0, 0.0, -100.0]
+                continue
+            centre, half, rgba, yaw = box
+            d.mocap_pos[mid] = centre
+            d.mocap_quat[mid] = [np.cos(yaw / 2.0), 0.0, 0.0, np.sin(yaw / 2.0)]
+            m.geom_size[g] = half
+            m.geom_rbound[g] = float(np.linalg.norm(half))   # culling bound must cover the box
+            m.geom_rgba[g] = rgba
