@@ -83,9 +83,10 @@ class DreamNodeStatic(unittest.TestCase):
         t_err, r_err = frames.pose_error(frames.invert(est), frames.invert(truth))
         conv = next(m for m in self.poses if m.status == "converged")
         print("converged after %d frames: %.1f mm, %.2f deg from the truth; reprojection "
-              "%.2f px; spread %.1f mm / %.2f deg"
+              "%.2f px; spread %.1f mm / %.2f deg, standard error %.1f mm / %.2f deg"
               % (conv.frames_used, 1000 * t_err, r_err, conv.reprojection_error_px,
-                 1000 * conv.spread_translation_m, conv.spread_rotation_deg))
+                 1000 * conv.spread_translation_m, conv.spread_rotation_deg,
+                 1000 * conv.standard_error_translation_m, conv.standard_error_rotation_deg))
         self.assertLess(1000 * t_err, float(rospy.get_param("~max_mm", 30)))
         self.assertLess(r_err, float(rospy.get_param("~max_deg", 3)))
         path = os.path.join(tempfile.mkdtemp(), "cal.yaml")

@@ -245,6 +245,9 @@ def test_static_mode_converges_saves_and_publish_calibration_republishes(roscore
         conv = [m for m in poses.msgs if m.status == "converged"]
         assert any(m.status == "converging" for m in poses.msgs)
         assert conv[0].frames_used >= 2 and np.isfinite(conv[0].spread_translation_m)
+        # the message carries the convergence test's figure: spread / sqrt(frames with a pose)
+        assert 0.0 <= conv[0].standard_error_translation_m <= 0.02
+        assert conv[0].standard_error_translation_m <= conv[0].spread_translation_m
         base_T_cam = tf_lookup("panda_link0", player.optical)
         t_err, r_err = frames.pose_error(frames.invert(base_T_cam), TRUE_T)
         assert t_err < 0.01 and r_err < 0.5, (t_err, r_err)

@@ -289,7 +289,8 @@ def estimate_to_msg(est, header, camera_frame: str, status: str, base_T_child=No
         m.inliers = min(inliers, 65535)
         # a rejection publishes no estimate: no frame is used
         m.frames_used = 0 if status == PoseMsg.STATUS_REJECTED else int(est.frames_used)
-        for field in ("spread_translation_m", "spread_rotation_deg"):
+        for field in ("spread_translation_m", "spread_rotation_deg",
+                      "standard_error_translation_m", "standard_error_rotation_deg"):
             v = est.extras.get(field)
             setattr(m, field, float("nan") if v is None else float(v))
     return m

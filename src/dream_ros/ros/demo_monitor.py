@@ -136,10 +136,11 @@ class DemoMonitor:
         self.last = (msg, 1000.0 * dt, dr)
         self.history.append((t, msg.status, msg.frames_used, 1000.0 * dt, dr))
         print("[%6.1fs] %-10s frames %3d  points %3d (inliers %3d)  newest frame %d kp  "
-              "rms %5.2f px  spread %6.1f mm %5.2f deg  | error %6.1f mm %5.2f deg"
+              "rms %5.2f px  std.err. %5.1f mm %4.2f deg  | error %6.1f mm %5.2f deg"
               % (t, msg.status, msg.frames_used, msg.keypoints_used, msg.inliers,
                  msg.keypoints_detected, msg.reprojection_error_px,
-                 1000.0 * msg.spread_translation_m, msg.spread_rotation_deg, 1000.0 * dt, dr),
+                 1000.0 * msg.standard_error_translation_m, msg.standard_error_rotation_deg,
+                 1000.0 * dt, dr),
               flush=True)
         if msg.status == "converged":
             if self.converged_at is None:
