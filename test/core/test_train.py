@@ -154,6 +154,36 @@ def test_resume_restores_weights_optimizer_and_counters(tmp_path):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_compact_state_is_smaller_and_resumes_in_float32(tmp_path):
+    import shutil
+    import torch
+    from dream_ros.train.checkpoint import load_checkpoint, save_compact_checkpoint
+    from dream_ros.train.loop import train
+    train(_cfg(tmp_path, max_steps=2))
+    full = load_checkpoint(tmp_path / "run")
+    compact = save_compact_checkpoint(tmp_path / "run", tmp_path / "state.pt")
+    assert compact.stat().st_size < 0.75 * (tmp_path / "run" / "last.pt").stat().st_size
+    small = load_checkpoint(compact)
+    for key, per_param in small["optimizer"]["state"].items():
+        ref = full["optimizer"]["state"][key]
+        for name, value in per_param.items():
+            if value.dim() > 0:
+                assert value.dtype == torch.bfloat16
+                torch.testing.assert_close(value.float(), ref[name], rtol=1e-2, atol=1e-12)
+    for k, v in small["model"].items():
+        assert torch.equal(v, full["model"][k])                         # weights untouched
+    # a run directory holding only the compact state resumes, Adam's state back in float32
+    shutil.rmtree(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    shutil.copy(compact, tmp_path / "run" / "last.pt")
+    train(_cfg(tmp_path, max_steps=3, resume=True))
+    resumed = load_checkpoint(tmp_path / "run")
+    assert resumed["counters"]["steps"] == 3
+    assert all(v.dtype == torch.float32 for st in resumed["optimizer"]["state"].values()
+               for v in st.values() if v.dim() > 0)
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
     import torch
     from dream_ros.network.model_file import load_model

@@ -55,3 +55,22 @@ def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
     if not isinstance(state, dict) or "model" not in state or "counters" not in state:
         raise ConfigError("%s is not a dream_ros training checkpoint" % path)
     return state
+
+
+def save_compact_checkpoint(src: Path, dst: Path) -> Path:
+    """Write ``src`` (a checkpoint file or a run directory's ``last.pt``) to ``dst`` with the
+    optimizer's floating-point state (Adam's moments: two tensors the size of the weights) in
+    bfloat16, so a run's state fits in git beside the code (models/train_state/). The weights stay
+    float32. Resuming needs nothing special: torch's Optimizer.load_state_dict casts the state back
+    to each parameter's dtype. bfloat16, not float16: squared-gradient moments of 1e-10 and less
+    would underflow to 0 in float16 and blow up Adam's step."""
+    import torch
+    state = load_checkpoint(src)
+    if state is None:
+        raise ConfigError("no checkpoint at %s" % src)
+    for per_param in state.get("optimizer", {}).get("state", {}).values():
+        for key, value in per_param.items():
+            if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
+                per_param[key] = value.to(torch.bfloat16)
+    atomic_torch_save(state, Path(dst))
+    return Path(dst)
