@@ -320,8 +320,8 @@ class MultiFrameSolver(object):
         else:
             spread_t = spread_r = float("nan")
         # ~ the standard error of the mean of len(solved) independent single-frame poses
-        stderr_t, stderr_r = (spread_t / np.sqrt(max(len(solved), 1)),
-                              spread_r / np.sqrt(max(len(solved), 1)))
+        root_n = np.sqrt(max(len(solved), 1))
+        stderr_t, stderr_r = spread_t / root_n, spread_r / root_n
         self._history.append(x.copy())
         converged = self._converged(x, frames_used, spread_t, spread_r, stderr_t, stderr_r)
 
