@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-reprojection-error", type=float, default=None, metavar="PX",
                         help="reject single-frame estimates above this RMS error (node default)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--mask-reference", action="store_true",
+                        help="frames with robot masks (--images DIR/mask/): fit one camera pose to "
+                             "the masks and score the detections and estimates against it "
+                             "(evaluation/mask_reference.py; about a minute for ten frames)")
+    parser.add_argument("--mask-min-iou", type=float, default=0.8, metavar="IOU",
+                        help="--mask-reference: frames whose mask the fitted pose overlaps less "
+                             "than this are left out as inconsistent (default 0.8)")
     add_detector_options(parser)
 
 
@@ -267,12 +274,21 @@ class MaskScore:
         h, w = shape
         if (w, h) not in self._renderers:
             self._renderers[(w, h)] = RobotRenderer(self.robot.config, w, h)
-        _, labels = self._renderers[(w, h)].render(joints, T, K, return_labels=True)
-        return labels.mask == 1
+        return self._renderers[(w, h)].render_silhouette(joints, T, K)
+
+    @staticmethod
+    def _unpack(packed, shape) -> np.ndarray:
+        return np.unpackbits(packed)[:shape[0] * shape[1]].reshape(shape).astype(bool)
+
+    def mask_frames(self) -> list:
+        """The frames as ``evaluation.mask_reference.MaskFrame`` (masks unpacked)."""
+        from .evaluation.mask_reference import MaskFrame
+        return [MaskFrame(name, joints, K, self._unpack(packed, shape))
+                for name, joints, K, packed, shape in self.frames]
 
     def iou(self, index: int, T) -> float:
         _, joints, K, packed, shape = self.frames[index]
-        mask = np.unpackbits(packed)[:shape[0] * shape[1]].reshape(shape).astype(bool)
+        mask = self._unpack(packed, shape)
         rendered = self._render_mask(joints, np.asarray(T, float), K, shape)
         union = np.count_nonzero(mask | rendered)
         return float(np.count_nonzero(mask & rendered) / union) if union else 0.0
@@ -329,14 +345,20 @@ def run(args) -> int:
     source = make_source(args, robot)
     summary = calibrate(source, robot, detector, Path(args.out), model_name=str(model_ref),
                         gates=gates, limit=args.limit, overlays=args.overlays,
-                        camera_frame=args.camera_frame)
+                        camera_frame=args.camera_frame,
+                        mask_reference=args.mask_min_iou if args.mask_reference else None)
     return 0 if summary["ok"] > 0 else 1
 
 
 def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: Optional[dict] = None,
               limit: int = 0, overlays: int = 10, camera_frame: Optional[str] = None,
-              progress: bool = True, quiet: bool = False) -> dict:
-    """Run every frame of ``source`` and write the outputs to ``out``; returns the summary."""
+              progress: bool = True, quiet: bool = False,
+              mask_reference: Optional[float] = None) -> dict:
+    """Run every frame of ``source`` and write the outputs to ``out``; returns the summary.
+
+    mask_reference: a minimum IoU: fit a reference camera pose to the frames' masks and score
+    the results against it (``summary["mask_reference"]``); None: no fit.
+    """
     from tqdm import tqdm
     from .calibration import save_calibration
     from .errors import ConfigError
@@ -425,6 +447,10 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
             ious = {f[0]: masks.iou(i, multi.camera_T_base) for i, f in enumerate(masks.frames)}
             summary["mask_iou"]["multiframe_median"] = float(np.median(list(ious.values())))
             summary["mask_iou"]["multiframe_per_frame"] = ious
+        if mask_reference is not None:
+            summary["mask_reference"] = _score_against_masks(
+                masks, robot, records, multi if isinstance(summary["multiframe"], dict) else None,
+                mask_reference)
         masks.close()
     errs = [(r["error_translation_m"], r["error_rotation_deg"]) for r in records
             if "error_translation_m" in r]
@@ -446,6 +472,73 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
     if not quiet:
         print_summary(records, summary)
     return summary
+
+
+def _score_against_masks(masks: "MaskScore", robot, records: List[dict], multi,
+                         min_iou: float) -> dict:
+    """Fit the mask reference pose (evaluation/mask_reference.py) and score the detections and
+    the single- and multi-frame estimates of the frames it fits against it."""
+    from .evaluation.mask_reference import fit_reference, keypoint_errors
+    from .frames import pose_error
+    frames = masks.mask_frames()
+    starts = [np.asarray(r["camera_T_base"]) for r in records if r["camera_T_base"] is not None]
+    if multi is not None:
+        starts.append(multi.camera_T_base)
+    if not starts:
+        return {"error": "no frame was calibrated: no start pose for the fit"}
+    ref = fit_reference(robot.config, frames, starts, min_iou=min_iou)
+    out = dict(pose_summary(ref.camera_T_base), camera_T_base=_matrix(ref.camera_T_base),
+               min_iou=ref.min_iou, iou_per_frame=ref.iou, consistent_frames=ref.consistent,
+               mean_iou_consistent=ref.mean_iou)
+    consistent = set(ref.consistent)
+    single = {r["frame"]: pose_error(np.asarray(r["camera_T_base"]), ref.camera_T_base)
+              for r in records if r["camera_T_base"] is not None and r["frame"] in consistent}
+    out["single_frame_error"] = {k: [float(dt), float(dr)] for k, (dt, dr) in single.items()}
+    if single:
+        e = np.asarray(list(single.values()))
+        out["single_frame_error_median"] = [float(np.median(e[:, 0])), float(np.median(e[:, 1]))]
+    if multi is not None:
+        out["multiframe_error"] = [float(x) for x in pose_error(multi.camera_T_base,
+                                                                 ref.camera_T_base)]
+    px = keypoint_errors(ref, frames, robot, {r["frame"]: r["keypoints"] or {} for r in records})
+    out["keypoint_error_px"] = px
+    wanted = len(consistent) * len(robot.keypoint_names)
+    found = [e for per in px.values() for e in per.values()]
+    out["keypoints_detected"] = [len(found), wanted]
+    if found:
+        out["keypoint_error_median_px"] = float(np.median(found))
+        out["keypoint_error_median_px_per_keypoint"] = {
+            k: float(np.median(v)) for k in robot.keypoint_names
+            for v in [[per[k] for per in px.values() if k in per]] if v}
+    return out
+
+
+def _print_mask_reference(ref: dict) -> None:
+    if "error" in ref:
+        print("mask reference: %s" % ref["error"])
+        return
+    print("mask reference pose (fitted to %d of %d frames' masks at IoU >= %.2f, mean %.3f): "
+          "camera at %s m, rpy %s deg" % (
+              len(ref["consistent_frames"]), len(ref["iou_per_frame"]), ref["min_iou"],
+              ref["mean_iou_consistent"], " ".join("%+.4f" % v for v in ref["position_m"]),
+              " ".join("%+.2f" % v for v in ref["rpy_deg"])))
+    print("  mask IoU at it: %s" % "  ".join("%s %.3f%s" % (k, v, "" if k in ref["consistent_frames"]
+                                                            else " (left out)")
+                                             for k, v in ref["iou_per_frame"].items()))
+    if "single_frame_error_median" in ref:
+        print("  single-frame estimates of those frames vs it: median %.1f mm, %.2f deg (%d frames)"
+              % (1000 * ref["single_frame_error_median"][0], ref["single_frame_error_median"][1],
+                 len(ref["single_frame_error"])))
+    if "multiframe_error" in ref:
+        print("  multi-frame estimate vs it: %.1f mm, %.2f deg"
+              % (1000 * ref["multiframe_error"][0], ref["multiframe_error"][1]))
+    n, wanted = ref["keypoints_detected"]
+    if n:
+        print("  keypoints detected on those frames: %d of %d; distance from their projection at "
+              "the reference: median %.1f px (%s)" % (
+                  n, wanted, ref["keypoint_error_median_px"],
+                  ", ".join("%s %.1f" % kv for kv in
+                            ref["keypoint_error_median_px_per_keypoint"].items())))
 
 
 def print_summary(records: List[dict], summary: dict) -> None:
@@ -496,6 +589,8 @@ def print_summary(records: List[dict], summary: dict) -> None:
                   m["frames_with_mask"], "-" if m["single_frame_median"] is None
                   else "%.3f" % m["single_frame_median"],
                   "%.3f" % m["multiframe_median"] if "multiframe_median" in m else "-"))
+    if "mask_reference" in summary:
+        _print_mask_reference(summary["mask_reference"])
     print("results: %s" % summary["results"])
     if "overlays" in summary:
         print("overlays: %s" % summary["overlays"])

@@ -203,6 +203,31 @@ def test_image_folder(tmp_path, scene, robot):
     assert m["single_frame_median"] <= m["multiframe_median"] + 0.02
 
 
+def test_mask_reference_scores_the_run(tmp_path, scene, robot, monkeypatch, capsys):
+    """--mask-reference: the pose fitted to the (true) masks is the camera; the oracle's
+    detections sit within its noise of the keypoints projected there."""
+    from dream_ros.data.sources import ImageFolderSource
+    from dream_ros.evaluation import mask_reference
+    from dream_ros.offline import calibrate
+    monkeypatch.setattr(mask_reference, "COARSE_TO_FINE", ((0.004, 0.006, 40),))  # starts are close
+    folder = write_image_folder(tmp_path / "imgs", scene, robot, masks=True)
+    det = OracleDetector(robot, scene["uv"], missing={5: [1]})
+    summary = calibrate(ImageFolderSource(folder, robot.joint_names), robot, det, tmp_path / "out",
+                        overlays=0, progress=False, mask_reference=0.8)
+    ref = summary["mask_reference"]
+    assert len(ref["consistent_frames"]) == N_FRAMES and ref["mean_iou_consistent"] > 0.9
+    dt, dr = pose_error(np.array(ref["camera_T_base"]), scene["T"])
+    assert dt < 0.02 and dr < 1.0
+    assert ref["multiframe_error"][0] < 0.02 and ref["single_frame_error_median"][0] < 0.1
+    assert ref["keypoints_detected"] == [N_FRAMES * 7 - 1, N_FRAMES * 7]
+    assert ref["keypoint_error_median_px"] < 3.0
+    assert set(ref["keypoint_error_median_px_per_keypoint"]) == set(robot.keypoint_names)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["mask_reference"] == \
+        json.loads(json.dumps(ref))
+    assert "mask reference pose (fitted to %d of %d frames" % (N_FRAMES, N_FRAMES) \
+        in capsys.readouterr().out
+
+
 def test_ndds_folder_scores_against_truth(tmp_path, scene, robot):
     from dream_ros.data.sources import NddsSource
     from dream_ros.offline import calibrate

@@ -52,6 +52,14 @@ def _ensure_gl_backend():
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def _pose_and_intrinsics(camera_T_base, K) -> Tuple[np.ndarray, np.ndarray]:
+    camera_T_base, K = np.asarray(camera_T_base, float), np.asarray(K, float)
+    if camera_T_base.shape != (4, 4) or K.shape != (3, 3):
+        raise InputError("camera_T_base must be 4x4 and K 3x3, got %s and %s"
+                         % (camera_T_base.shape, K.shape))
+    return camera_T_base, K
+
+
 class SceneRenderer:
     """One offscreen context for a scene: RGB pass plus a segmentation pass."""
 
@@ -84,14 +92,20 @@ class SceneRenderer:
         rgb = r.render().copy()
         label = geom = None
         if segmentation:
-            r.enable_segmentation_rendering()
-            r.update_scene(sc.data, camera=sc.cam_id, scene_option=opt)
-            seg = r.render()
-            r.disable_segmentation_rendering()
-            geom = np.where(seg[..., 1] == _GEOM_TYPE, seg[..., 0], -1)
-            label = sc.geom_label[geom]
+            label, geom = self.segmentation()
         opt.geomgroup[:] = saved
         return rgb, label, geom
+
+    def segmentation(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The segmentation pass alone: label (H,W) uint8 (0 bg / 1 robot / 2 distractor) and
+        geom id (H,W) (-1 background)."""
+        r, sc = self.renderer, self.scene
+        r.enable_segmentation_rendering()
+        r.update_scene(sc.data, camera=sc.cam_id, scene_option=self.option)
+        seg = r.render()
+        r.disable_segmentation_rendering()
+        geom = np.where(seg[..., 1] == _GEOM_TYPE, seg[..., 0], -1)
+        return sc.geom_label[geom], geom
 
     def close(self):
         self.renderer.close()
@@ -180,11 +194,7 @@ class RobotRenderer:
         background: None (mid grey), an RGB triple, or an (H,W,3) uint8 image.
         true_materials=False paints the robot a uniform light grey unless ``robot_rgba`` is given.
         """
-        camera_T_base = np.asarray(camera_T_base, float)
-        K = np.asarray(K, float)
-        if camera_T_base.shape != (4, 4) or K.shape != (3, 3):
-            raise InputError("camera_T_base must be 4x4 and K 3x3, got %s and %s"
-                             % (camera_T_base.shape, K.shape))
+        camera_T_base, K = _pose_and_intrinsics(camera_T_base, K)
         sc = self.scene
         sc.set_joints(joints)
         world_T_optical = sc.world_T_base() @ invert(camera_T_base)
@@ -211,6 +221,18 @@ class RobotRenderer:
         if not return_labels:
             return out
         return out, keypoint_labels(sc, world_T_optical, K, self.width, self.height, label, geom)
+
+    def render_silhouette(self, joints: Dict[str, float], camera_T_base: np.ndarray,
+                          K: np.ndarray) -> np.ndarray:
+        """(H,W) bool robot mask at these joints and camera pose: the segmentation pass only
+        (no colour pass, no lights), for fitting poses to masks."""
+        camera_T_base, K = _pose_and_intrinsics(camera_T_base, K)
+        sc = self.scene
+        sc.set_joints(joints)
+        sc.set_camera(sc.world_T_base() @ invert(camera_T_base), K, self.width, self.height)
+        sc.forward()
+        label, _ = self.renderer.segmentation()
+        return label == 1
 
     def render_markers(self, joints: Dict[str, float], camera_T_base: np.ndarray, K: np.ndarray
                        ) -> np.ndarray:
