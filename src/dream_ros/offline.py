@@ -255,6 +255,16 @@ class OfflineCalibration:
         return any(dt > tol_m or dr > tol_deg for dt, dr in errors)
 
 
+def _thumbnail(rgb, width: int = 320) -> Optional[np.ndarray]:
+    import cv2
+    if rgb is None:
+        return None
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return rgb
+    return cv2.resize(rgb, (width, max(1, int(round(h * width / w)))), interpolation=cv2.INTER_AREA)
+
+
 class MaskScore:
     """Scores poses on frames that come with a robot mask (no ground-truth pose needed): the
     intersection over union between the mask and the robot rendered at the estimated pose, at
@@ -267,7 +277,7 @@ class MaskScore:
 
     def add(self, frame) -> None:
         self.frames.append((frame.name, frame.joints, np.asarray(frame.K, float),
-                            np.packbits(frame.mask), frame.mask.shape))
+                            np.packbits(frame.mask), frame.mask.shape, _thumbnail(frame.rgb)))
 
     def _render_mask(self, joints, T, K, shape) -> np.ndarray:
         from .synth.render import RobotRenderer
@@ -283,11 +293,11 @@ class MaskScore:
     def mask_frames(self) -> list:
         """The frames as ``evaluation.mask_reference.MaskFrame`` (masks unpacked)."""
         from .evaluation.mask_reference import MaskFrame
-        return [MaskFrame(name, joints, K, self._unpack(packed, shape))
-                for name, joints, K, packed, shape in self.frames]
+        return [MaskFrame(name, joints, K, self._unpack(packed, shape), thumb)
+                for name, joints, K, packed, shape, thumb in self.frames]
 
     def iou(self, index: int, T) -> float:
-        _, joints, K, packed, shape = self.frames[index]
+        _, joints, K, packed, shape, _ = self.frames[index]
         mask = self._unpack(packed, shape)
         rendered = self._render_mask(joints, np.asarray(T, float), K, shape)
         union = np.count_nonzero(mask | rendered)
@@ -450,7 +460,7 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
         if mask_reference is not None:
             summary["mask_reference"] = _score_against_masks(
                 masks, robot, records, multi if isinstance(summary["multiframe"], dict) else None,
-                mask_reference)
+                mask_reference, out / "mask_reference.png")
         masks.close()
     errs = [(r["error_translation_m"], r["error_rotation_deg"]) for r in records
             if "error_translation_m" in r]
@@ -475,10 +485,10 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
 
 
 def _score_against_masks(masks: "MaskScore", robot, records: List[dict], multi,
-                         min_iou: float) -> dict:
+                         min_iou: float, sheet_path: Path) -> dict:
     """Fit the mask reference pose (evaluation/mask_reference.py) and score the detections and
-    the single- and multi-frame estimates of the frames it fits against it."""
-    from .evaluation.mask_reference import fit_reference, keypoint_errors
+    the single- and multi-frame estimates of the frames it fits against it; draw the fit."""
+    from .evaluation.mask_reference import contact_sheet, fit_reference, keypoint_errors
     from .frames import pose_error
     frames = masks.mask_frames()
     starts = [np.asarray(r["camera_T_base"]) for r in records if r["camera_T_base"] is not None]
@@ -487,9 +497,10 @@ def _score_against_masks(masks: "MaskScore", robot, records: List[dict], multi,
     if not starts:
         return {"error": "no frame was calibrated: no start pose for the fit"}
     ref = fit_reference(robot.config, frames, starts, min_iou=min_iou)
+    _write_png(sheet_path, contact_sheet(ref, frames, robot.config))
     out = dict(pose_summary(ref.camera_T_base), camera_T_base=_matrix(ref.camera_T_base),
                min_iou=ref.min_iou, iou_per_frame=ref.iou, consistent_frames=ref.consistent,
-               mean_iou_consistent=ref.mean_iou)
+               mean_iou_consistent=ref.mean_iou, contact_sheet=str(sheet_path))
     consistent = set(ref.consistent)
     single = {r["frame"]: pose_error(np.asarray(r["camera_T_base"]), ref.camera_T_base)
               for r in records if r["camera_T_base"] is not None and r["frame"] in consistent}
@@ -539,6 +550,8 @@ def _print_mask_reference(ref: dict) -> None:
                   n, wanted, ref["keypoint_error_median_px"],
                   ", ".join("%s %.1f" % kv for kv in
                             ref["keypoint_error_median_px_per_keypoint"].items())))
+    print("  masks (red), robot rendered at the reference (blue), both (green): %s"
+          % ref["contact_sheet"])
 
 
 def print_summary(records: List[dict], summary: dict) -> None:

@@ -91,3 +91,16 @@ def test_bad_inputs(setup, robot):
     small = MaskFrame("s", setup["frames"][0].joints, setup["K"], np.zeros((60, 80), bool))
     with pytest.raises(InputError, match="differ in size"):
         fit_reference(robot.config, setup["frames"][:1] + [small], [setup["T"]])
+
+
+def test_contact_sheet_colours_mask_and_render(setup, robot):
+    from dream_ros.evaluation.mask_reference import BOTH, MASK_ONLY, MaskReference, contact_sheet
+    ref = MaskReference(setup["T"], {f.name: 1.0 for f in setup["frames"]}, ["f0", "f1", "f2"], 0.8)
+    sheet = contact_sheet(ref, setup["frames"], robot.config, tile_width=W, columns=2)
+    assert sheet.shape == (2 * H, 2 * W, 3)
+    grey_both = (np.full(3, 64) + BOTH) // 2          # no thumbnail: a grey frame, halved
+    grey_mask = (np.full(3, 64) + MASK_ONLY) // 2
+    f0, f3 = sheet[:H, :W], sheet[H:, W:]
+    assert np.all(f0 == grey_both, axis=-1).sum() > 100          # rendered = mask at the truth
+    assert np.all(f0 == grey_mask, axis=-1).sum() < 5
+    assert np.all(f3 == grey_mask, axis=-1).sum() > 100          # its mask shows other joints

@@ -226,6 +226,9 @@ def test_mask_reference_scores_the_run(tmp_path, scene, robot, monkeypatch, caps
         json.loads(json.dumps(ref))
     assert "mask reference pose (fitted to %d of %d frames" % (N_FRAMES, N_FRAMES) \
         in capsys.readouterr().out
+    import cv2
+    sheet = cv2.imread(ref["contact_sheet"])
+    assert sheet is not None and sheet.shape[0] == 2 * H and sheet.shape[1] == 5 * W
 
 
 def test_ndds_folder_scores_against_truth(tmp_path, scene, robot):

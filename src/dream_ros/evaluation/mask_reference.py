@@ -31,6 +31,7 @@ class MaskFrame:
     joints: Dict[str, float]
     K: np.ndarray            # (3,3) of the full-size image
     mask: np.ndarray         # (H,W) bool, full size
+    thumbnail: Optional[np.ndarray] = None   # small RGB image of the frame, for the contact sheet
 
 
 @dataclass
@@ -64,10 +65,14 @@ class SilhouetteScorer:
         self._masks = [_shrink_mask(f.mask, self.width, self.height) for f in frames]
         self._renderer = RobotRenderer(robot_config, self.width, self.height)
 
-    def iou(self, index: int, camera_T_base: np.ndarray) -> float:
+    def silhouettes(self, index: int, camera_T_base: np.ndarray):
+        """(mask, rendered robot) of frame ``index``, both (h,w) bool at the scorer's size."""
         f = self.frames[index]
-        rendered = self._renderer.render_silhouette(f.joints, camera_T_base, self._K[index])
-        mask = self._masks[index]
+        return self._masks[index], self._renderer.render_silhouette(f.joints, camera_T_base,
+                                                                    self._K[index])
+
+    def iou(self, index: int, camera_T_base: np.ndarray) -> float:
+        mask, rendered = self.silhouettes(index, camera_T_base)
         union = np.count_nonzero(mask | rendered)
         return float(np.count_nonzero(mask & rendered) / union) if union else 0.0
 
@@ -171,3 +176,37 @@ def keypoint_errors(reference: MaskReference, frames: Sequence[MaskFrame], robot
         out[name] = {k: float(np.linalg.norm(np.asarray(found[k], float) - uv_ref[i]))
                      for i, k in enumerate(robot.keypoint_names) if found.get(k) is not None}
     return out
+
+
+# contact-sheet colours (RGB): mask only, rendered robot only, both
+MASK_ONLY, RENDER_ONLY, BOTH = (255, 40, 40), (40, 90, 255), (40, 220, 40)
+
+
+def contact_sheet(reference: MaskReference, frames: Sequence[MaskFrame], robot_config,
+                  tile_width: int = 320, columns: int = 5) -> np.ndarray:
+    """One tile per frame: the frame (dimmed; grey without a thumbnail) with the mask alone in
+    red, the robot rendered at the reference pose alone in blue, their overlap in green, and the
+    frame's IoU ("left out" below the fit's threshold)."""
+    import cv2
+    h0, w0 = frames[0].mask.shape
+    scorer = SilhouetteScorer(robot_config, frames, scale=tile_width / float(w0))
+    tiles = []
+    try:
+        for i, f in enumerate(frames):
+            mask, rendered = scorer.silhouettes(i, reference.camera_T_base)
+            h, w = mask.shape
+            img = (cv2.resize(f.thumbnail, (w, h), interpolation=cv2.INTER_AREA)
+                   if f.thumbnail is not None else np.full((h, w, 3), 128, np.uint8)) // 2
+            for sel, colour in ((mask & ~rendered, MASK_ONLY), (rendered & ~mask, RENDER_ONLY),
+                                (mask & rendered, BOTH)):
+                img[sel] = (img[sel] + np.asarray(colour)) // 2
+            text = "%s IoU %.2f%s" % (f.name, reference.iou.get(f.name, float("nan")),
+                                      "" if f.name in reference.consistent else " left out")
+            cv2.putText(img, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1,
+                        cv2.LINE_AA)
+            tiles.append(img)
+    finally:
+        scorer.close()
+    blank = np.zeros_like(tiles[0])
+    tiles += [blank] * (-len(tiles) % columns)
+    return np.vstack([np.hstack(tiles[r:r + columns]) for r in range(0, len(tiles), columns)])
