@@ -10,6 +10,7 @@ Bad input raises ``InputError``/``ConfigError``; an estimate that fails is a ``P
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -24,6 +25,7 @@ import yaml
 
 from . import frames
 from .errors import ConfigError, InputError
+from .peak_selection import reselect_peaks
 from .resources import load_yaml_file
 from .types import Detections, PoseEstimate
 
@@ -245,9 +247,9 @@ class Calibrator:
         points_3d_all = self._keypoints_3d(joints)
         det = self.detector.detect(rgb, return_belief=return_belief)
         points_3d = points_3d_all[self.order(det.names)]
+        det, result = self._solve_single(points_3d, K, dist, det)
         uv = undistort_pixels(det.uv, K, dist)
         uv[~np.asarray(det.detected, bool)] = np.nan
-        result = self._solve_single(points_3d, uv, K, det)
         result.extras.setdefault("stamp", stamp)
         if self.mode == "continuous":
             if result.ok:
@@ -291,19 +293,34 @@ class Calibrator:
             self._index = np.array([robot_names.index(n) for n in names], dtype=int)
         return self._index
 
-    def _solve_single(self, points_3d, uv, K, det: Detections) -> PoseEstimate:
+    def _solve_single(self, points_3d, K, dist, det: Detections
+                      ) -> Tuple[Detections, PoseEstimate]:
+        """The frame's own pose; when the detector reports candidate peaks, the keypoints the
+        pose chose among them (peak_selection.py) replace the detections."""
         from .pnp import solve_pnp  # lazy: keeps `import dream_ros.calibration` light
+        from .visualize import project
 
-        n = int(np.count_nonzero(np.all(np.isfinite(uv), axis=1)))
-        if n < self.gates.min_keypoints:
-            est = PoseEstimate.failure(TOO_FEW_KEYPOINTS, "%d of %d keypoints detected, need %d"
-                                       % (n, len(uv), self.gates.min_keypoints), num_points=n)
-        else:
-            est = solve_pnp(points_3d, uv, K, dist=None, **self.pnp_options)
-            if est.ok:
-                est = self.check(est, points_3d)
+        def solve(uv_raw):
+            uv = undistort_pixels(uv_raw, K, dist)
+            n = int(np.count_nonzero(np.all(np.isfinite(uv), axis=1)))
+            if n < self.gates.min_keypoints:
+                return PoseEstimate.failure(TOO_FEW_KEYPOINTS, "%d of %d keypoints detected, "
+                                            "need %d" % (n, len(uv), self.gates.min_keypoints),
+                                            num_points=n)
+            return solve_pnp(points_3d, uv, K, dist=None, **self.pnp_options)
+
+        uv_raw = np.where(np.asarray(det.detected, bool)[:, None], det.uv, np.nan)
+        est = solve(uv_raw)
+        if est.ok and det.candidates is not None:
+            chosen, est = reselect_peaks(points_3d, uv_raw, det.candidates, est, solve,
+                                         lambda p, T: project(p, T, K, dist))
+            if chosen is not uv_raw:
+                found = np.all(np.isfinite(chosen), axis=1)
+                det = dataclasses.replace(det, uv=chosen, detected=found)
+        if est.ok:
+            est = self.check(est, points_3d)
         est.extras["keypoints_detected"] = det.num_detected
-        return est
+        return det, est
 
     def check(self, est: PoseEstimate, points_3d: np.ndarray) -> PoseEstimate:
         """Plausibility gates on an "ok" estimate; a failure estimate (same figures) otherwise."""

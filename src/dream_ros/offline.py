@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-reference", action="store_true",
                         help="frames with robot masks (--images DIR/mask/): fit one camera pose to "
                              "the masks and score the detections and estimates against it "
-                             "(evaluation/mask_reference.py; about a minute for ten frames)")
+                             "(evaluation/mask_reference.py; about two minutes for ten frames)")
     parser.add_argument("--mask-min-iou", type=float, default=0.8, metavar="IOU",
                         help="--mask-reference: frames whose mask the fitted pose overlaps less "
                              "than this are left out as inconsistent (default 0.8)")

@@ -25,6 +25,10 @@ class Detections:
     detected: np.ndarray           # (K,) bool
     image_size: Tuple[int, int]    # (width, height) of the raw image
     belief_maps: Optional[np.ndarray] = None   # (K, h, w) network output, only when asked
+    # per keypoint, the strongest peaks of its map (ambiguous ones too) as (M, 3) arrays of
+    # (u, v) raw pixels and peak height, strongest first: for a choice by the robot's pose
+    # (peak_selection.py); None when the detector does not report them
+    candidates: Optional[List[np.ndarray]] = None
 
     @property
     def num_detected(self) -> int:

@@ -186,3 +186,23 @@ def test_vectorised_dream_decode_equals_per_pixel_reference():
         if ref is not None:
             np.testing.assert_allclose(xy[i], ref, rtol=1e-6, atol=1e-6)
     assert 0 < det.sum() < len(maps)     # both outcomes exercised
+
+
+def test_candidates_list_every_peak_strongest_first_even_when_ambiguous():
+    codec = BeliefMapCodec()
+    two = gaussian_map(20, 20) + gaussian_map(60, 40, amp=0.95)     # ambiguous: not detected
+    three = gaussian_map(10, 10, amp=0.5) + gaussian_map(40, 30) + gaussian_map(70, 50, amp=0.7)
+    empty = np.zeros((60, 80))
+    maps = np.stack([two, three, empty]).astype(np.float32)
+    xy, scores, det, cands = codec.decode_with_candidates(maps, top=2)
+    ref = codec.decode(maps)
+    for a, b in zip((xy, scores, det), ref):                        # decode's results unchanged
+        np.testing.assert_array_equal(a, b)
+    assert det.tolist() == [False, True, False]
+    assert [len(c) for c in cands] == [2, 2, 0]                     # top=2 of the 3 peaks
+    np.testing.assert_allclose(cands[0][:, :2], [[20, 20], [60, 40]], atol=0.3)
+    np.testing.assert_allclose(cands[1][:, :2], [[40, 30], [70, 50]], atol=0.3)
+    assert cands[1][0, 2] > cands[1][1, 2]
+    batched = codec.decode_with_candidates(maps[None].repeat(2, axis=0), top=2)[3]
+    assert len(batched) == 2 and all(len(b) == 3 for b in batched)
+    np.testing.assert_allclose(batched[1][1], cands[1])

@@ -1,6 +1,8 @@
 """KeypointDetector: raw-pixel mapping end to end, padding rejection, batching, backends."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from torch import nn
 from dream_ros.errors import ConfigError, InputError
 from dream_ros.network.codec import BeliefMapCodec
 from dream_ros.network.detector import KeypointDetector, pick_device
-from dream_ros.network.model_file import ModelConfig, save_model
+from dream_ros.network.model_file import DREAM_ARCHS, ModelConfig, save_model
 from dream_ros.network.ours import build_network
 
 NAMES = ["a", "b", "c"]
@@ -53,6 +55,24 @@ def test_uv_in_raw_pixels_and_padding_rejected():
     assert np.isnan(out.uv[2]).all()
     assert out.belief_maps.shape == (3, 60, 80)
     assert det.keypoint_names == NAMES and det.config is cfg
+
+
+def test_candidates_in_raw_pixels_and_off_for_dream():
+    cfg = config()
+    xy_out = [[40.0, 30.0], [10.25, 20.5], [40.0, 3.0]]
+    det = torch_detector((FixedMaps(xy_out, (80, 60)), cfg))
+    assert det.candidates == 3
+    out = det.detect(np.zeros((720, 1280, 3), np.uint8))
+    geo = cfg.make_preprocessor().geometry((1280, 720))
+    expect = geo.to_raw(np.asarray(xy_out) * 4)
+    assert [len(c) for c in out.candidates] == [1, 1, 0]       # the padding peak is off the image
+    np.testing.assert_allclose(out.candidates[0][0, :2], expect[0], atol=0.4)
+    np.testing.assert_allclose(out.candidates[1][0, :2], out.uv[1])
+    off = torch_detector((FixedMaps(xy_out, (80, 60)), cfg), candidates=0)
+    assert off.detect(np.zeros((720, 1280, 3), np.uint8)).candidates is None
+    # DREAM's models report no candidates by default, so they give DREAM's outputs
+    dream_cfg = dataclasses.replace(cfg, arch=sorted(DREAM_ARCHS)[0])
+    assert torch_detector((FixedMaps(xy_out, (80, 60)), dream_cfg)).candidates == 0
 
 
 def test_resize_mode_mapping_and_threshold_override():

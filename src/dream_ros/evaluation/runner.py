@@ -104,7 +104,8 @@ class DetectorKeypoints(object):
             self._order = [list(det.names).index(n) for n in self.names]
         uv = np.array(det.uv, dtype=float)[self._order]
         uv[~np.asarray(det.detected, bool)[self._order]] = np.nan
-        return uv, np.asarray(det.scores, float)[self._order]
+        cands = None if det.candidates is None else [det.candidates[i] for i in self._order]
+        return uv, np.asarray(det.scores, float)[self._order], cands
 
 
 def load_rgb(path: str) -> np.ndarray:
@@ -139,8 +140,12 @@ def resolve_units(units: str, frames: Sequence[EvalFrame], robot) -> str:
 def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: np.ndarray,
                     image_size: Tuple[int, int], units: str, robust: bool = True,
                     progress: Optional[Callable] = None) -> List[FrameResult]:
-    """Run the pipeline on every frame; ``keypoints(frame, rgb) -> (uv (K,2) NaN=missing, scores)``."""
+    """Run the pipeline on every frame; ``keypoints(frame, rgb) -> (uv (K,2) NaN=missing, scores
+    [, candidate peaks per keypoint])``; with candidates the pose chooses among them as in the
+    node (peak_selection.py)."""
+    from ..peak_selection import reselect_peaks
     from ..pnp import solve_pnp
+    from ..visualize import project
     out: List[FrameResult] = []
     it = progress(frames) if progress is not None else frames
     for fr in it:
@@ -152,13 +157,20 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
                 raise InputError("frame %s has no image" % fr.name)
             rgb = load_rgb(fr.image_path)
         t1 = time.perf_counter()
-        uv, scores = keypoints(fr, rgb)
+        got = keypoints(fr, rgb)
+        uv, scores, cands = got[0], got[1], (got[2] if len(got) > 2 else None)
         t2 = time.perf_counter()
         pb = fk_points(robot, fr.joints)
         t3 = time.perf_counter()
         truth = frame_truth(fr.uv_gt, fr.points_camera, units, pb)
         t4 = time.perf_counter()
-        est = solve_pnp(truth.pnp_points, uv, fr.K if fr.K is not None else K, robust=robust)
+        K_frame = fr.K if fr.K is not None else K
+        est = solve_pnp(truth.pnp_points, uv, K_frame, robust=robust)
+        if cands is not None:
+            uv, est = reselect_peaks(
+                truth.pnp_points, uv, cands, est,
+                lambda u: solve_pnp(truth.pnp_points, u, K_frame, robust=robust),
+                lambda p, T: project(p, T, K_frame))
         t5 = time.perf_counter()
         times.update(decode=t1 - t0, keypoints=t2 - t1, fk=t3 - t2, pnp=t5 - t4)
         times["total"] = times["decode"] + times["keypoints"] + times["fk"] + times["pnp"]
@@ -167,6 +179,5 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
                                 truth.points_camera, used=detected)
         n_strict = int(np.count_nonzero(metrics.in_frame_mask(truth.uv, image_size, strict=True)))
         out.append(FrameResult(fr.name, fr.image_path, uv, scores, truth, est, add,
-                               n_strict >= metrics.MIN_VIABLE_KEYPOINTS, n_strict,
-                               fr.K if fr.K is not None else K, times))
+                               n_strict >= metrics.MIN_VIABLE_KEYPOINTS, n_strict, K_frame, times))
     return out

@@ -21,7 +21,7 @@ coordinates are x_in = x_out * W_in / W_out (DREAM's rule, no half-pixel term) i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -149,6 +149,51 @@ class BeliefMapCodec:
         (raw value at the best peak, 0 where there is no peak) and detected (...,K) bool.
         Vectorised over all channels and pixels at once.
         """
+        return self._best(*self._peaks(maps))
+
+    def decode_with_candidates(self, maps, top: int = 3):
+        """``decode`` plus every channel's ``top`` strongest peaks, ambiguous or not, for a later
+        choice by another cue (the robot's pose), from one peak search: (xy_out, scores,
+        detected, candidates). candidates: for (B,K,h,w) maps a list of B lists of K arrays
+        (M,3) of (x_out, y_out, raw score), strongest first (M = 0: no peak); for (K,h,w) maps
+        one list of K arrays."""
+        peaks = self._peaks(maps)
+        return self._best(*peaks) + (self._grouped(*peaks, top=top),)
+
+    def _best(self, lead, n_ch, ch, px, py, score):
+        # 5. per channel: best peak by score, ambiguity test against the second best
+        xy = np.full((n_ch, 2), np.nan)
+        scores = np.zeros(n_ch)
+        detected = np.zeros(n_ch, dtype=bool)
+        if ch.size:
+            order = np.lexsort((-score, ch))                  # by channel, then score descending
+            ch_s, sc_s = ch[order], score[order]
+            first = np.flatnonzero(np.r_[True, ch_s[1:] != ch_s[:-1]])
+            counts = np.diff(np.r_[first, ch_s.size])
+            best_ch = ch_s[first]
+            second = np.where(counts > 1, sc_s[np.minimum(first + 1, ch_s.size - 1)], -np.inf)
+            ok = (counts == 1) | (sc_s[first] - second >= self.ambiguity)
+            scores[best_ch] = sc_s[first]
+            detected[best_ch] = ok
+            good = order[first[ok]]
+            xy[best_ch[ok], 0] = px[good]
+            xy[best_ch[ok], 1] = py[good]
+        return xy.reshape(lead + (2,)), scores.reshape(lead), detected.reshape(lead)
+
+    @staticmethod
+    def _grouped(lead, n_ch, ch, px, py, score, top: int) -> list:
+        order = np.lexsort((-score, ch))
+        ch, px, py, score = ch[order], px[order], py[order], score[order]
+        starts = np.searchsorted(ch, np.arange(n_ch + 1))
+        per = [np.stack([px[a:b], py[a:b], score[a:b]], axis=1)[:max(0, int(top))]
+               for a, b in zip(starts[:-1], starts[1:])]
+        if len(lead) == 1:
+            return per
+        k = lead[-1]
+        return [per[i:i + k] for i in range(0, n_ch, k)]
+
+    def _peaks(self, maps):
+        """Steps 1-3 of decoding: (lead shape, channels, channel, x, y, raw score) of every peak."""
         if hasattr(maps, "detach"):
             maps = maps.detach().cpu().numpy()
         maps = np.asarray(maps)
@@ -181,24 +226,7 @@ class BeliefMapCodec:
             px, py = self._refine_logparabola(sm, ch, r, col)
         px = px + self.peak_offset
         py = py + self.peak_offset
-        # 5. per channel: best peak by score, ambiguity test against the second best
-        xy = np.full((n_ch, 2), np.nan)
-        scores = np.zeros(n_ch)
-        detected = np.zeros(n_ch, dtype=bool)
-        if ch.size:
-            order = np.lexsort((-score, ch))                  # by channel, then score descending
-            ch_s, sc_s = ch[order], score[order]
-            first = np.flatnonzero(np.r_[True, ch_s[1:] != ch_s[:-1]])
-            counts = np.diff(np.r_[first, ch_s.size])
-            best_ch = ch_s[first]
-            second = np.where(counts > 1, sc_s[np.minimum(first + 1, ch_s.size - 1)], -np.inf)
-            ok = (counts == 1) | (sc_s[first] - second >= self.ambiguity)
-            scores[best_ch] = sc_s[first]
-            detected[best_ch] = ok
-            good = order[first[ok]]
-            xy[best_ch[ok], 0] = px[good]
-            xy[best_ch[ok], 1] = py[good]
-        return xy.reshape(lead + (2,)), scores.reshape(lead), detected.reshape(lead)
+        return lead, n_ch, ch, px, py, score
 
     @staticmethod
     def _refine_mean5(raw: np.ndarray, ch, r, col):

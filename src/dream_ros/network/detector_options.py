@@ -1,5 +1,6 @@
-"""Command-line options for the detector's peak extraction and zoom pass, shared by the ``eval``
-and ``calibrate`` subcommands (kept apart from detector.py so argument parsing imports no torch)."""
+"""Command-line options for the detector's peak extraction, zoom pass and candidate peaks, shared
+by the ``eval`` and ``calibrate`` subcommands (kept apart from detector.py so argument parsing
+imports no torch)."""
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,12 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
                         "first (default: the model's; 0 keeps every peak)")
     parser.add_argument("--no-zoom", action="store_true",
                         help="one network pass (no second pass on a robot-centred crop)")
+    parser.add_argument("--candidates", type=int, default=None, metavar="N",
+                        help="peaks per keypoint the pose may choose from (peak_selection.py; "
+                        "default 3 for our models, 0 for DREAM's; 0 = the highest peak only)")
 
 
 def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """KeypointDetector keyword arguments from the options above."""
     return dict(threshold=args.threshold, ambiguity=args.ambiguity,
-                zoom=False if args.no_zoom else None)
+                zoom=False if args.no_zoom else None, candidates=args.candidates)
