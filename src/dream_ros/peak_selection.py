@@ -11,9 +11,9 @@ detection (or stays missing).
 
 Measured with the session-4 model on the 300-frame synthetic test set (``eval --candidates 0``
 against the default 3, docs/evaluation.md): PCK AUC 0.640 -> 0.648, ADD AUC 0.367 -> 0.368. The
-pose is only replaced when it gains agreement, so a good frame is left alone. Not tried here:
-frames whose first solve fails. Proposing a pose from all candidates at once gave 14 more of the
-300 frames a pose, mostly wrong ones (ADD AUC +0.001, PCK AUC -0.002), so it was left out.
+pose is only replaced when it gains agreement, so a good frame is left alone. A frame whose first
+solve fails stays failed: proposing a pose from all candidates at once gave 14 more of the 300
+frames a pose, mostly wrong ones (ADD AUC +0.001, PCK AUC -0.002), so that was left out.
 """
 from __future__ import annotations
 
