@@ -128,6 +128,9 @@ def test_add_found_non_viable_frames_still_count_in_numerator():
     viable = np.array([True, True, False])
     m = M.add_metrics(add, viable)
     assert m.curve[-1] == pytest.approx(1.5)   # DREAM's quirk: numerator over all found frames
+    assert m.num_failed_viable == 0            # not viable - found = -1
+    failed = M.add_metrics(np.array([np.nan, 0.0, 0.0]), viable)
+    assert (failed.num_found, failed.num_viable, failed.num_failed_viable) == (2, 2, 1)
     assert M.add_metrics(add, np.zeros(3, bool)).auc is None
 
 

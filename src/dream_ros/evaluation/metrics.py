@@ -141,7 +141,7 @@ class AddMetrics:
     num_frames: int
     num_found: int                # frames with a PnP solution (finite ADD)
     num_viable: int
-    num_failed_viable: int        # viable - found, as DREAM reports it
+    num_failed_viable: int        # viable frames without a PnP solution
     mean_m: Optional[float]       # over found frames
     median_m: Optional[float]
     std_m: Optional[float]
@@ -172,7 +172,9 @@ def add_metrics(add_per_frame: Sequence[float], viable: Sequence[bool],
         curve, auc = np.zeros(thresholds.shape), None
     stats = (float(np.mean(found)), float(np.median(found)), float(np.std(found))) if found.size \
         else (None, None, None)
-    return AddMetrics(auc, int(add.size), int(found.size), n_viable, n_viable - int(found.size),
+    # counted per frame: viable - found goes negative when non-viable frames are found too
+    n_failed_viable = int(np.count_nonzero(via & ~np.isfinite(add)))
+    return AddMetrics(auc, int(add.size), int(found.size), n_viable, n_failed_viable,
                       stats[0], stats[1], stats[2], thresholds, curve)
 
 
