@@ -206,3 +206,16 @@ def test_candidates_list_every_peak_strongest_first_even_when_ambiguous():
     batched = codec.decode_with_candidates(maps[None].repeat(2, axis=0), top=2)[3]
     assert len(batched) == 2 and all(len(b) == 3 for b in batched)
     np.testing.assert_allclose(batched[1][1], cands[1])
+
+
+def test_light_refinement_keeps_a_lopsided_peak_in_place():
+    # a peak with a weaker shoulder 4 px to its right: the peak search's sigma-3 smoothing
+    # drags the fit toward the shoulder; refining on sigma-1 maps stays near the true maximum
+    m = gaussian_map(30.3, 25.0) + gaussian_map(34.3, 25.0, amp=0.35)
+    xs = np.linspace(28, 34, 6001)
+    true_x = xs[np.argmax(np.exp(-(xs - 30.3) ** 2 / 8) + 0.35 * np.exp(-(xs - 34.3) ** 2 / 8))]
+    heavy = BeliefMapCodec(refine_sigma=None).decode(m[None].astype(np.float32))[0][0, 0]
+    light = BeliefMapCodec().decode(m[None].astype(np.float32))[0][0, 0]
+    assert abs(light - true_x) < 0.25 < abs(heavy - true_x)
+    with pytest.raises(ConfigError, match="refine_sigma"):
+        BeliefMapCodec(refine_sigma=-1.0)
