@@ -449,6 +449,9 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
     else:
         summary["multiframe"] = ("none: %s" % multi.reason) if multi is not None else \
             "none: no frame was accepted"
+    if masks is None and mask_reference is not None:
+        summary["mask_reference"] = {"error": "no frame has a robot mask (--images DIR/mask/"
+                                              "NNNNNN.png): nothing to fit"}
     if masks is not None:
         single = [r["mask_iou"] for r in records if r.get("mask_iou") is not None]
         summary["mask_iou"] = {"frames_with_mask": len(masks.frames),

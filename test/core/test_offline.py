@@ -241,10 +241,11 @@ def test_ndds_folder_scores_against_truth(tmp_path, scene, robot):
     # The truth comes from a rigid fit of stored keypoint locations to FK: exact here.
     assert max(pose_error(f.camera_T_base_true, scene["T"])[0] for f in frames) < 1e-6
     summary = calibrate(src, robot, OracleDetector(robot, scene["uv"]), tmp_path / "out",
-                        progress=False, quiet=True)
+                        progress=False, quiet=True, mask_reference=0.8)
     recs = _check_outputs(tmp_path / "out", scene, summary, expect_ok=N_FRAMES)
     assert all(r["error_translation_m"] < 0.15 for r in recs)
     assert summary["multiframe"]["error_translation_m"] < 0.01
+    assert "no frame has a robot mask" in summary["mask_reference"]["error"]   # NDDS: no masks
 
 
 def test_bag_pairs_images_with_nearest_joint_states(tmp_path, scene, robot):
