@@ -201,6 +201,16 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
         torch.testing.assert_close(net(x), ref(x), atol=2e-3, rtol=2e-2)   # fp16 weights
     card = (tmp_path / "m.md").read_text()
     assert "images seen (cumulative) | 4 |" in card and "## Notes" in card
+    # a run started before a codec parameter existed exports it at today's default
+    from dream_ros.network.codec import BeliefMapCodec
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(str(last), weights_only=False)
+    state["codec"].pop("refine_sigma")
+    torch.save(state, str(last))
+    old = export_run(str(tmp_path / "run"), str(tmp_path / "old.pt"), card=str(tmp_path / "old.md"))
+    default = BeliefMapCodec().refine_sigma
+    assert load_model(str(old))[1].codec["refine_sigma"] == default
+    assert '"refine_sigma": %s' % default in (tmp_path / "old.md").read_text()
     # --init fine-tunes from the exported file: same arch, its weights and preprocessing
     import torch as _t
     from dream_ros.train.checkpoint import load_checkpoint

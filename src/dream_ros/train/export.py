@@ -101,6 +101,14 @@ def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[st
     return out
 
 
+
+def _current_codec(state: dict) -> dict:
+    """The run's codec with parameters added since the run started at today's defaults (e.g.
+    ``refine_sigma``), so the model file and its card show the decoding it is used with."""
+    from ..network.codec import BeliefMapCodec
+    return BeliefMapCodec.from_dict(state["codec"]).to_dict()
+
+
 def _save(out: Path, net, state, prov, metrics) -> None:
     from ..network.model_file import ModelConfig, save_model
     from ..robot_config import load_robot_config
@@ -114,7 +122,7 @@ def _save(out: Path, net, state, prov, metrics) -> None:
         arch=state["arch"], input_size=tuple(state["input_size"]),
         output_size=tuple(state["output_size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
         preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
-        codec=dict(state["codec"]), training=prov, metrics=metrics)
+        codec=_current_codec(state), training=prov, metrics=metrics)
     if tuple(cfg.output_size) != tuple(state["output_size"]):
         raise ConfigError("model config output %s differs from the trained %s"
                           % (cfg.output_size, state["output_size"]))
@@ -150,7 +158,7 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
            (state.get("spec") or {}).get("preprocessing", "letterbox"),
            state["output_size"][0], state["output_size"][1]),
         "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
-        "| label codec | %s |" % json.dumps(state["codec"]),
+        "| label codec | %s |" % json.dumps(_current_codec(state)),
         "| images seen (cumulative) | %s |" % _with_init(prov, "images_seen", "%d"),
         "| training time (cumulative wall clock) | %s on a 2-core CPU shared with rendering |"
         % _with_init(prov, "wall_hours", "%.2f h"),
