@@ -29,6 +29,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 MULTIFRAME_RGB = (0, 255, 255)
+MASK_SHEET_FRAMES = 20       # at most this many frames (spread over the input) on the mask sheet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,9 +276,11 @@ class MaskScore:
         self._renderers = {}
         self.frames = []       # (name, joints, K, packed mask, shape)
 
-    def add(self, frame) -> None:
+    def add(self, frame, thumbnail: bool = False) -> None:
+        """thumbnail: also keep a small copy of the image (for the mask reference's sheet)."""
         self.frames.append((frame.name, frame.joints, np.asarray(frame.K, float),
-                            np.packbits(frame.mask), frame.mask.shape, _thumbnail(frame.rgb)))
+                            np.packbits(frame.mask), frame.mask.shape,
+                            _thumbnail(frame.rgb) if thumbnail else None))
 
     def _render_mask(self, joints, T, K, shape) -> np.ndarray:
         from .synth.render import RobotRenderer
@@ -384,6 +387,8 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
     offline = OfflineCalibration(robot, detector, gates=gates)
     total = len(source) if not limit else min(len(source), limit)
     want_overlay = _overlay_indices(total, overlays)
+    # frames the mask reference's contact sheet shows (their thumbnails are kept until the end)
+    want_sheet = _overlay_indices(total, MASK_SHEET_FRAMES) if mask_reference is not None else set()
     kept = []        # frames to draw overlays for once the multi-frame estimate is known
     statuses: Counter = Counter()
     records = []
@@ -398,7 +403,7 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
             extra = {"stamp": frame.stamp} if frame.stamp is not None else None
             if frame.mask is not None and frame.joints is not None:
                 masks = masks or MaskScore(robot)
-                masks.add(frame)
+                masks.add(frame, thumbnail=i in want_sheet)
                 if est.ok:
                     extra = dict(extra or {}, mask_iou=masks.iou(-1, est.camera_T_base))
             rec = frame_record(frame.name, det, est, frame.camera_T_base_true, extra)
@@ -500,7 +505,8 @@ def _score_against_masks(masks: "MaskScore", robot, records: List[dict], multi,
     if not starts:
         return {"error": "no frame was calibrated: no start pose for the fit"}
     ref = fit_reference(robot.config, frames, starts, min_iou=min_iou)
-    _write_png(sheet_path, contact_sheet(ref, frames, robot.config))
+    shown = [f for f in frames if f.thumbnail is not None] or frames[:MASK_SHEET_FRAMES]
+    _write_png(sheet_path, contact_sheet(ref, shown, robot.config))
     out = dict(pose_summary(ref.camera_T_base), camera_T_base=_matrix(ref.camera_T_base),
                min_iou=ref.min_iou, iou_per_frame=ref.iou, consistent_frames=ref.consistent,
                mean_iou_consistent=ref.mean_iou, contact_sheet=str(sheet_path))
