@@ -268,6 +268,36 @@ def test_fixed_validation_set_replaces_the_hash_split(tmp_path):
     assert res["history"][-1]["n_inframe"] > 0
 
 
+def test_pipeline_validation_scores_the_full_pipeline_and_picks_the_best(tmp_path, monkeypatch):
+    from dream_ros.train import pipeline_val
+    from dream_ros.train.checkpoint import load_checkpoint
+    from dream_ros.train.loop import train
+    res = train(_cfg(tmp_path, max_steps=1, val_data=[str(TINY)],
+                     val_pipeline_data=str(TINY)))
+    m = res["history"][-1]
+    assert {"pipeline_pck_auc", "pipeline_add_auc", "pipeline_median_px"} <= set(m)
+    assert 0.0 <= m["pipeline_pck_auc"] <= 1.0 and 0.0 <= m["pipeline_add_auc"] <= 1.0
+    assert m["pipeline_score"] == pytest.approx(m["pipeline_pck_auc"] + m["pipeline_add_auc"])
+    # the same maps' validation without the pipeline is a different competition
+    plain = train(_cfg(tmp_path / "plain", max_steps=1, val_data=[str(TINY)]))
+    assert plain["history"][-1]["val_signature"] != m["val_signature"]
+    # the best checkpoint is chosen by the pipeline's score, not by the maps' PCK AUC
+    calls = []
+
+    def fake(net, config, data_dir, limit=None):
+        calls.append((config.arch, config.input_size, data_dir))
+        return {"pipeline_pck_auc": 0.3, "pipeline_add_auc": 0.12, "pipeline_score": 0.42}
+
+    monkeypatch.setattr(pipeline_val, "pipeline_metrics", fake)
+    res = train(_cfg(tmp_path / "fake", max_steps=1, val_data=[str(TINY)],
+                     val_pipeline_data=str(TINY)))
+    assert calls == [("dream_tiny_s4", (160, 128), str(TINY))]
+    assert res["history"][-1]["pck_auc"] != pytest.approx(0.42)
+    assert res["best_score"] == pytest.approx(0.42)
+    assert load_checkpoint(tmp_path / "fake" / "run" / "best.pt")["best_score"] == \
+        pytest.approx(0.42)
+
+
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_sigterm_checkpoints_and_stops(tmp_path):
     import signal

@@ -56,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
     p.add_argument("--val-data", action="append", default=[], metavar="DIR",
                    help="fixed validation set(s) (NDDS); default: hold out --val-fraction of --data")
+    p.add_argument("--val-pipeline-data", default=None, metavar="DIR",
+                   help="also score each validation with the full pipeline (zoom pass, peak "
+                   "choice, PnP) on this NDDS set, e.g. 640x480 renders; the best checkpoint is "
+                   "then the one with the highest PCK AUC + ADD AUC there")
     p.add_argument("--val-fraction", type=float, default=0.02)
     p.add_argument("--max-val", type=int, default=300, help="validation frames used at most")
     p.add_argument("--min-frames", type=int, default=500,
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
         fg_weight=args.fg_weight, augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
         threads=args.threads, val_fraction=args.val_fraction, val_data=list(args.val_data),
+        val_pipeline_data=args.val_pipeline_data,
         max_val=args.max_val,
         min_frames=args.min_frames, max_minutes=args.max_minutes, max_steps=args.max_steps,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, seed=args.seed,

@@ -109,20 +109,27 @@ def _current_codec(state: dict) -> dict:
     return BeliefMapCodec.from_dict(state["codec"]).to_dict()
 
 
-def _save(out: Path, net, state, prov, metrics) -> None:
-    from ..network.model_file import ModelConfig, save_model
+def model_config(state: Dict[str, Any], training=None, metrics=None):
+    """The ModelConfig of a run's state (robot, keypoints, arch, sizes, preprocessing, codec):
+    what the detector needs to run the net as a model file would."""
+    from ..network.model_file import ModelConfig
     from ..robot_config import load_robot_config
+    from .loop import _default_spec
     robot = load_robot_config(state.get("robot", "panda"))
     links = {k.name: k.link for k in robot.keypoints}
     names = list(state["keypoint_names"])
-    from .loop import _default_spec
     spec = dict(state.get("spec") or _default_spec(state["arch"], state["input_size"]))
-    cfg = ModelConfig(
+    return ModelConfig(
         robot=robot.name, keypoint_names=names, keypoint_frames=[links.get(n, n) for n in names],
         arch=state["arch"], input_size=tuple(state["input_size"]),
         output_size=tuple(state["output_size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
         preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
-        codec=_current_codec(state), training=prov, metrics=metrics)
+        codec=_current_codec(state), training=training or {}, metrics=metrics or {})
+
+
+def _save(out: Path, net, state, prov, metrics) -> None:
+    from ..network.model_file import save_model
+    cfg = model_config(state, prov, metrics)
     if tuple(cfg.output_size) != tuple(state["output_size"]):
         raise ConfigError("model config output %s differs from the trained %s"
                           % (cfg.output_size, state["output_size"]))

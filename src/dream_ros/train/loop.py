@@ -54,6 +54,7 @@ class TrainConfig:
     threads: int = 2
     val_fraction: float = 0.02
     val_data: List[str] = dataclasses.field(default_factory=list)   # fixed validation sets
+    val_pipeline_data: Optional[str] = None   # NDDS set scored by the full pipeline (pipeline_val.py)
     max_val: int = 300
     min_frames: int = 500
     max_minutes: float = 0.0         # 0 = no limit
@@ -300,7 +301,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         history = list(state.get("history", []))
         provenance = dict(state.get("provenance", provenance))
         best_score = float(state.get("best_score", -1.0))
-        log("resumed %s: %d images seen, %.2f h, step %d, best PCK AUC %.4f"
+        log("resumed %s: %d images seen, %.2f h, step %d, best validation score %.4f"
             % (run_dir, counters["images_seen"], counters["wall_hours"], counters["steps"], best_score))
     elif cfg.init:
         provenance.update(init_prov)
@@ -459,6 +460,14 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 vds = KeypointDataset(val_recs, input_size, out_size, "none", **data_kw)
                 vl = DataLoader(vds, batch_size=32, shuffle=False, num_workers=cfg.workers)
                 metrics = evaluate(net, vl, codec, out_size, device, cfg.fg_weight)
+            if cfg.val_pipeline_data:
+                from .export import model_config
+                from .pipeline_val import pipeline_metrics
+                metrics.update(pipeline_metrics(
+                    net, model_config({"keypoint_names": names, "robot": robot.name, "arch": arch,
+                                       "input_size": list(input_size), "spec": spec,
+                                       "output_size": list(out_size), "codec": codec.to_dict()}),
+                    cfg.val_pipeline_data, cfg.max_val))
             metrics.update({"images_seen": counters["images_seen"], "epoch": counters["epoch"],
                             "wall_hours": hours_base + (time.time() - start) / 3600.0,
                             "train_loss_avg": smooth_loss or float("nan"),
@@ -466,7 +475,9 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             # scores on different validation sets do not compare: a changed set (the data grew or
             # another directory was added) restarts the best-model competition
             import zlib
-            val_sig = "%08x" % zlib.crc32("\n".join(r.key for r in val_recs).encode("utf-8"))
+            keys = [r.key for r in val_recs] + (["pipeline:" + str(cfg.val_pipeline_data)]
+                                                 if cfg.val_pipeline_data else [])
+            val_sig = "%08x" % zlib.crc32("\n".join(keys).encode("utf-8"))
             if val_sig != counters.get("val_signature"):
                 if counters.get("val_signature"):
                     log("validation set changed: best score reset (was %.4f)" % best_score)
@@ -474,7 +485,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 counters["val_signature"] = val_sig
             metrics["val_signature"] = val_sig
             history.append(metrics)
-            score = metrics.get("pck_auc", -1.0)
+            # the pipeline's PCK + ADD AUC when it ran (pipeline_val.py), else the maps' PCK AUC
+            score = metrics.get("pipeline_score", metrics.get("pck_auc", -1.0))
             is_best = score > best_score
             if is_best:
                 best_score = score
