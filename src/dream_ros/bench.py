@@ -3,10 +3,12 @@ processing on a 640x480 stream, for our default model and DREAM's VGG-Q and ResN
 
 Stages, timed per frame inside one loop so they add up to the end-to-end figure:
 decode (raw rgb8 message buffer -> array; JPEG decode is timed too, reported apart), preprocess
-(resize + normalise -> tensor), network (forward pass), peaks (belief-map peak extraction and
-mapping back to raw pixels), zoom (the detector's second pass on a robot-centred crop: our
-models only), FK (keypoints at the frame's joint angles), PnP, overlay (drawn after
-the pose, not part of the end-to-end figure, as the node draws overlays only when subscribed).
+(resize + normalise -> tensor), network (forward pass), peaks (belief-map peak extraction,
+with each keypoint's candidate peaks for our models, and mapping back to raw pixels), zoom (the
+detector's second pass on a robot-centred crop: our models only), FK (keypoints at the frame's
+joint angles), PnP (with the choice of peaks by the pose, peak_selection.py, as the node),
+overlay (drawn after the pose, not part of the end-to-end figure, as the node draws overlays
+only when subscribed).
 
 DREAM's architectures run with random weights (speed does not depend on them); so does ours when
 no trained model file is found, which the output says. With random weights the network rarely
@@ -140,22 +142,21 @@ class _Pipeline(object):
         return self.det.belief_maps(x)
 
     def peaks(self, maps, geometry):
-        codec = self.det.codec
-        xy_out, scores, detected = codec.decode(maps[0])
+        """Detections of the first pass (with candidate peaks when the detector reports them),
+        through the detector's own decoding and mapping to raw pixels."""
+        codec, det = self.det.codec, self.det
         out_size = (maps.shape[-1], maps.shape[-2])
-        uv = geometry.to_raw(codec.output_to_input(xy_out, out_size, geometry.input_size))
-        detected = detected & geometry.inside_raw(uv)
-        uv[~detected] = float("nan")
-        return uv, detected
+        if det.candidates:
+            xy_out, scores, detected, cands = codec.decode_with_candidates(maps[0],
+                                                                           det.candidates)
+        else:
+            (xy_out, scores, detected), cands = codec.decode(maps[0]), None
+        return det._to_detections(xy_out, scores, detected, geometry, out_size, None, cands)
 
-    def zoom(self, rgb, uv, detected):
+    def zoom(self, rgb, first):
         if not self.det.zoom:
-            return uv, detected
-        from .types import Detections
-        first = Detections(list(self.names), uv, detected.astype(float), detected,
-                           (rgb.shape[1], rgb.shape[0]))
-        out = self.det.zoom_refine([rgb], [first])[0]
-        return out.uv, out.detected
+            return first
+        return self.det.zoom_refine([rgb], [first])[0]
 
 
 def _keypoint_frames(robot) -> List[str]:
@@ -197,7 +198,8 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
     import numpy as np
     from .pnp import solve_pnp
     from .types import Detections
-    from .visualize import calibration_overlay
+    from .peak_selection import reselect_peaks
+    from .visualize import calibration_overlay, project
 
     raw = [np.ascontiguousarray(f[0]).tobytes() for f in stream]           # rgb8 message data
     jpg = [cv2.imencode(".jpg", f[0][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in stream]
@@ -216,9 +218,10 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
         t.append(time.perf_counter())
         maps = pipe.forward(x)
         t.append(time.perf_counter())
-        uv, detected = pipe.peaks(maps, geometry)
+        first = pipe.peaks(maps, geometry)
         t.append(time.perf_counter())
-        uv, detected = pipe.zoom(rgb, uv, detected)
+        found = pipe.zoom(rgb, first)
+        uv, detected = found.uv, found.detected
         t.append(time.perf_counter())
         pts = robot.keypoints_3d(joints)
         t.append(time.perf_counter())
@@ -228,6 +231,9 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
             uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
             uv = uv + rng.normal(0.0, 1.0, uv.shape)
         est = solve_pnp(pts, uv, K)
+        if not use_labels:          # the node's choice of peaks by the pose (peak_selection.py)
+            uv, est = reselect_peaks(pts, uv, found.candidates, est,
+                                     lambda u: solve_pnp(pts, u, K), lambda p, T: project(p, T, K))
         t.append(time.perf_counter())
         c1 = time.process_time()
         det = Detections(pipe.names, uv, np.ones(len(uv)), np.all(np.isfinite(uv), axis=1), (W, H))
