@@ -34,6 +34,13 @@ def random_camera(rng) -> np.ndarray:
     return look_at(eye, target)
 
 
+def joints_near_middle(robot, rng, n: int, spread: float) -> np.ndarray:
+    """(n, J) joint angles within ``spread`` of each joint's half-range around its middle."""
+    lower, upper = robot.joint_limits()
+    mid, half = (lower + upper) / 2, (upper - lower) / 2
+    return mid + spread * half * rng.uniform(-1, 1, size=(n, len(mid)))
+
+
 def random_joints(rng) -> np.ndarray:
     lo, hi = panda().joint_limits()
     return rng.uniform(lo, hi)

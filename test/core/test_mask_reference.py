@@ -13,6 +13,8 @@ from dream_ros.robot import RobotModel
 from dream_ros.ros.sim_camera import intrinsics_from_fov, look_at_camera_T_base
 from dream_ros.visualize import project
 
+from geometry_scenes import joints_near_middle
+
 W, H = 160, 120
 # a start 30 mm / 2.5 deg off needs less search than the real default (starts ~0.2 m off)
 QUICK = ((0.02, 0.03, 100), (0.005, 0.008, 80))
@@ -26,10 +28,7 @@ def robot():
 @pytest.fixture(scope="module")
 def setup(robot):
     from dream_ros.synth.render import RobotRenderer
-    rng = np.random.default_rng(5)
-    lower, upper = robot.joint_limits()
-    mid, half = (lower + upper) / 2, (upper - lower) / 2
-    qs = mid + 0.4 * half * rng.uniform(-1, 1, size=(5, len(mid)))
+    qs = joints_near_middle(robot, np.random.default_rng(5), 5, 0.4)
     T = look_at_camera_T_base([1.2, 0.5, 0.7], [0.1, 0.0, 0.45])
     K = intrinsics_from_fov(W, H, 60.0)
     renderer = RobotRenderer(robot.config, W, H)

@@ -18,6 +18,8 @@ from dream_ros.robot import RobotModel
 from dream_ros.ros.sim_camera import intrinsics_from_fov, look_at_camera_T_base
 from dream_ros.types import Detections
 
+from geometry_scenes import joints_near_middle
+
 W, H = 320, 240
 N_FRAMES = 8
 
@@ -31,9 +33,7 @@ def robot():
 def scene(robot):
     """A static camera, N joint configurations, their true projections and one tag per frame."""
     rng = np.random.default_rng(3)
-    lower, upper = robot.joint_limits()
-    mid, half = (lower + upper) / 2, (upper - lower) / 2
-    q = mid + 0.3 * half * rng.uniform(-1, 1, size=(N_FRAMES, len(mid)))
+    q = joints_near_middle(robot, rng, N_FRAMES, 0.3)
     T = look_at_camera_T_base([1.3, 0.6, 0.8], [0.1, 0.0, 0.45])
     K = intrinsics_from_fov(W, H, 55.0)
     uv = []
