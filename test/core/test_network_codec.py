@@ -219,3 +219,37 @@ def test_light_refinement_keeps_a_lopsided_peak_in_place():
     assert abs(light - true_x) < 0.25 < abs(heavy - true_x)
     with pytest.raises(ConfigError, match="refine_sigma"):
         BeliefMapCodec(refine_sigma=-1.0)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "nearest"])
+def test_light_refinement_equals_smoothing_the_whole_map(mode):
+    # reference: gaussian_filter on whole maps, climb to the 3x3 maximum, log-parabola vertex
+    rng = np.random.default_rng(4)
+    raw = (0.3 * rng.random((3, 12, 16)) + np.stack([gaussian_map(x, y, w=16, h=12) for x, y in
+                                                     ((0.4, 6.0), (15.2, 11.5), (7.3, 5.6))]))
+    ch = np.repeat(np.arange(3), 4)
+    r = np.array([6, 0, 11, 5, 11, 10, 0, 3, 5, 6, 1, 11])
+    col = np.array([0, 3, 8, 15, 15, 14, 0, 7, 7, 8, 15, 0])
+    codec = BeliefMapCodec(smooth_mode=mode)
+    px, py = codec._refine_light(raw.astype(np.float32), ch, r, col)
+    fine = gaussian_filter(raw.astype(np.float32).astype(np.float64), sigma=(0, 1.0, 1.0),
+                           mode=mode, truncate=4.0)
+    lg = np.log(np.maximum(fine, 1e-12))
+    h, w = raw.shape[-2:]
+
+    def vertex(lo, mid, hi):
+        den = lo - 2 * mid + hi
+        return float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5)) if den < 0 else 0.0
+
+    for i in range(len(ch)):
+        f = fine[ch[i]]
+        rr, cc, best = r[i], col[i], f[r[i], col[i]]
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                y, x = r[i] + dr, col[i] + dc
+                if 0 <= y < h and 0 <= x < w and f[y, x] > best:
+                    rr, cc, best = y, x, f[y, x]
+        g = lg[ch[i]]
+        sx = vertex(g[rr, cc - 1], g[rr, cc], g[rr, cc + 1]) if 0 < cc < w - 1 else 0.0
+        sy = vertex(g[rr - 1, cc], g[rr, cc], g[rr + 1, cc]) if 0 < rr < h - 1 else 0.0
+        assert (px[i], py[i]) == pytest.approx((cc + sx, rr + sy), abs=1e-9), i

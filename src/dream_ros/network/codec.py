@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter
 
 from dream_ros.errors import ConfigError, InputError
@@ -33,6 +34,11 @@ REFINE_MODES = ("logparabola", "mean5")
 
 # DREAM's peak offset for output maps smaller than 400 px in either dimension (dream-compat.md §1).
 DREAM_LOW_RES_OFFSET = 0.4395
+
+
+# scipy's border modes as numpy.pad's
+_NUMPY_PAD = {"constant": "constant", "reflect": "symmetric", "mirror": "reflect",
+              "nearest": "edge", "wrap": "wrap"}
 
 
 def dream_peak_offset(output_size: Sequence[int]) -> float:
@@ -231,8 +237,7 @@ class BeliefMapCodec:
         elif self.refine_sigma is None or self.refine_sigma == self.smooth_sigma:
             px, py = self._refine_logparabola(sm, ch, r, col)
         else:
-            fine = self._smoothed(raw, self.refine_sigma)
-            px, py = self._refine_logparabola(fine, ch, *self._climb(fine, ch, r, col))
+            px, py = self._refine_light(raw, ch, r, col)
         px = px + self.peak_offset
         py = py + self.peak_offset
         return lead, n_ch, ch, px, py, score
@@ -244,19 +249,50 @@ class BeliefMapCodec:
         return gaussian_filter(raw, sigma=(0, sigma, sigma), mode=self.smooth_mode,
                                truncate=self.smooth_truncate)
 
-    @staticmethod
-    def _climb(maps: np.ndarray, ch, r, col):
-        """(row, col) of the largest value of ``maps`` in each peak's 3x3 neighbourhood."""
-        h, w = maps.shape[-2:]
-        best_r, best_c = r.copy(), col.copy()
-        best = maps[ch, r, col]
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                rr, cc = np.clip(r + dr, 0, h - 1), np.clip(col + dc, 0, w - 1)
-                v = maps[ch, rr, cc]
-                up = v > best
-                best_r[up], best_c[up], best[up] = rr[up], cc[up], v[up]
-        return best_r, best_c
+    def _refine_light(self, raw: np.ndarray, ch, r, col):
+        """Sub-pixel positions on maps smoothed by ``refine_sigma``: each peak moves to the
+        largest smoothed value of its 3x3 neighbourhood, then takes the log-parabola vertex there
+        (as ``_refine_logparabola``). Written out because only the 5x5 window around each peak
+        is needed: smoothing whole maps with scipy cost as much as the rest of decoding. The
+        values equal gaussian_filter's (same kernel, radius and border mode)."""
+        h, w = raw.shape[-2:]
+        if ch.size == 0:
+            return col.astype(np.float64), r.astype(np.float64)
+        sigma = float(self.refine_sigma)
+        rad = int(self.smooth_truncate * sigma + 0.5) if sigma > 0 else 0
+        taps = np.exp(-0.5 * (np.arange(-rad, rad + 1) / max(sigma, 1e-12)) ** 2)
+        taps /= taps.sum()
+        pad = rad + 2
+        padded = np.pad(raw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)),
+                        mode=_NUMPY_PAD[self.smooth_mode])
+        d = np.arange(5 + 2 * rad)
+        win = padded[ch[:, None, None], r[:, None, None] + d[None, :, None],
+                     col[:, None, None] + d[None, None, :]]          # centred on each peak
+        win = sliding_window_view(win, 2 * rad + 1, axis=1) @ taps   # (M, 5, 5 + 2 rad)
+        win = sliding_window_view(win, 2 * rad + 1, axis=2) @ taps   # (M, 5, 5)
+        # climb: the 3x3 maximum (first in row order), staying on the map; ties keep the peak
+        dr, dc = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
+        rr, cc = r[:, None, None] + dr, col[:, None, None] + dc
+        near = np.where((rr >= 0) & (rr < h) & (cc >= 0) & (cc < w), win[:, 1:4, 1:4], -np.inf)
+        flat = near.reshape(len(ch), 9)
+        k = np.argmax(flat, axis=1)
+        move = flat[np.arange(len(ch)), k] > win[:, 2, 2]
+        k = np.where(move, k, 4)
+        wr, wc = 1 + k // 3, 1 + k % 3                               # window row/col, 1..3
+        r2, c2 = r + wr - 2, col + wc - 2
+        lg = np.log(np.maximum(win, 1e-12))
+        m = np.arange(len(ch))
+
+        def shift(ok, lo, mid, hi):
+            den = lo - 2.0 * mid + hi
+            good = ok & (den < 0)
+            return np.clip(np.where(good, 0.5 * (lo - hi) / np.where(good, den, -1.0), 0.0),
+                           -0.5, 0.5)
+
+        mid = lg[m, wr, wc]
+        sx = shift((c2 > 0) & (c2 < w - 1), lg[m, wr, wc - 1], mid, lg[m, wr, wc + 1])
+        sy = shift((r2 > 0) & (r2 < h - 1), lg[m, wr - 1, wc], mid, lg[m, wr + 1, wc])
+        return c2 + sx, r2 + sy
 
     @staticmethod
     def _refine_mean5(raw: np.ndarray, ch, r, col):
