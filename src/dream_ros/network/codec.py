@@ -179,25 +179,21 @@ class BeliefMapCodec:
         xy = np.full((n_ch, 2), np.nan)
         scores = np.zeros(n_ch)
         detected = np.zeros(n_ch, dtype=bool)
-        if ch.size:
-            order = np.lexsort((-score, ch))                  # by channel, then score descending
-            ch_s, sc_s = ch[order], score[order]
-            first = np.flatnonzero(np.r_[True, ch_s[1:] != ch_s[:-1]])
-            counts = np.diff(np.r_[first, ch_s.size])
-            best_ch = ch_s[first]
-            second = np.where(counts > 1, sc_s[np.minimum(first + 1, ch_s.size - 1)], -np.inf)
-            ok = (counts == 1) | (sc_s[first] - second >= self.ambiguity)
-            scores[best_ch] = sc_s[first]
+        if ch.size:                                 # peaks come by channel, strongest first
+            first = np.flatnonzero(np.r_[True, ch[1:] != ch[:-1]])
+            counts = np.diff(np.r_[first, ch.size])
+            best_ch = ch[first]
+            second = np.where(counts > 1, score[np.minimum(first + 1, ch.size - 1)], -np.inf)
+            ok = (counts == 1) | (score[first] - second >= self.ambiguity)
+            scores[best_ch] = score[first]
             detected[best_ch] = ok
-            good = order[first[ok]]
+            good = first[ok]
             xy[best_ch[ok], 0] = px[good]
             xy[best_ch[ok], 1] = py[good]
         return xy.reshape(lead + (2,)), scores.reshape(lead), detected.reshape(lead)
 
     @staticmethod
     def _grouped(lead, n_ch, ch, px, py, score, top: int) -> list:
-        order = np.lexsort((-score, ch))
-        ch, px, py, score = ch[order], px[order], py[order], score[order]
         starts = np.searchsorted(ch, np.arange(n_ch + 1))
         per = [np.stack([px[a:b], py[a:b], score[a:b]], axis=1)[:max(0, int(top))]
                for a, b in zip(starts[:-1], starts[1:])]
@@ -207,7 +203,8 @@ class BeliefMapCodec:
         return [per[i:i + k] for i in range(0, n_ch, k)]
 
     def _peaks(self, maps):
-        """Steps 1-3 of decoding: (lead shape, channels, channel, x, y, raw score) of every peak."""
+        """Steps 1-3 of decoding: (lead shape, channels, channel, x, y, raw score) of every peak,
+        ordered by channel and, within one, strongest first."""
         if hasattr(maps, "detach"):
             maps = maps.detach().cpu().numpy()
         maps = np.asarray(maps)
@@ -219,8 +216,10 @@ class BeliefMapCodec:
         h, w = maps.shape[-2:]
         raw = maps.reshape((-1, h, w))
         n_ch = raw.shape[0]
-        # 1. smoothing per channel
-        sm = self._smoothed(raw, self.smooth_sigma)
+        # 1. smoothing per channel (sigma 0 on the channel axis = not filtered)
+        sm = (gaussian_filter(raw, sigma=(0, self.smooth_sigma, self.smooth_sigma),
+                              mode=self.smooth_mode, truncate=self.smooth_truncate)
+              if self.smooth_sigma > 0 else raw)
         # 2. 4-neighbour local maxima (outside = 0) above the threshold. strict_ties: strictly
         #    above the upper/left neighbours, so two equal neighbouring maxima give one peak.
         p = np.pad(sm, ((0, 0), (1, 1), (1, 1)))
@@ -238,16 +237,9 @@ class BeliefMapCodec:
             px, py = self._refine_logparabola(sm, ch, r, col)
         else:
             px, py = self._refine_light(raw, ch, r, col)
-        px = px + self.peak_offset
-        py = py + self.peak_offset
-        return lead, n_ch, ch, px, py, score
-
-    def _smoothed(self, raw: np.ndarray, sigma: float) -> np.ndarray:
-        """Gaussian smoothing of every (h,w) channel of (C,h,w) maps (none on the channel axis)."""
-        if not sigma > 0:
-            return raw
-        return gaussian_filter(raw, sigma=(0, sigma, sigma), mode=self.smooth_mode,
-                               truncate=self.smooth_truncate)
+        order = np.lexsort((-score, ch))
+        return (lead, n_ch, ch[order], px[order] + self.peak_offset, py[order] + self.peak_offset,
+                score[order])
 
     def _refine_light(self, raw: np.ndarray, ch, r, col):
         """Sub-pixel positions on maps smoothed by ``refine_sigma``: each peak moves to the
