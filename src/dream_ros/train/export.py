@@ -101,7 +101,6 @@ def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[st
     return out
 
 
-
 def _current_codec(state: dict) -> dict:
     """The run's codec with parameters added since the run started at today's defaults (e.g.
     ``refine_sigma``), so the model file and its card show the decoding it is used with."""
