@@ -212,8 +212,8 @@ def contact_sheet(reference: MaskReference, frames: Sequence[MaskFrame], robot_c
     red, the robot rendered at the reference pose alone in blue, their overlap in green, and the
     frame's IoU ("left out" below the fit's threshold)."""
     import cv2
-    h0, w0 = frames[0].mask.shape
-    scorer = SilhouetteScorer(robot_config, frames, scale=tile_width / float(w0))
+    width = frames[0].mask.shape[1]
+    scorer = SilhouetteScorer(robot_config, frames, scale=tile_width / float(width))
     tiles = []
     try:
         for i, f in enumerate(frames):
