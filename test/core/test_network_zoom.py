@@ -5,9 +5,13 @@ import numpy as np
 import torch
 from torch import nn
 
+import pytest
+
+from dream_ros.errors import ConfigError
 from dream_ros.network.detector import KeypointDetector
 from dream_ros.network.model_file import ModelConfig
-from dream_ros.network.zoom import crop_box, crop_image, random_training_crop
+from dream_ros.network.zoom import ZoomView, crop_box, crop_image, random_training_crop
+from dream_ros.types import Detections
 
 NAMES = ["a", "b", "c"]
 
@@ -40,7 +44,21 @@ def test_random_training_crop_moves_keypoints_with_the_pixels():
         out, xy2 = random_training_crop(img, xy, 4 / 3, rng)
         assert out.shape[1] < 320                        # zoomed in
         for x, y in np.round(xy2).astype(int):
-            assert out[y, x, 0] == 255
+            if 0 <= x < out.shape[1] and 0 <= y < out.shape[0]:   # half crops leave some out
+                assert out[y, x, 0] == 255
+
+
+def test_some_training_crops_frame_one_half_of_the_chain():
+    rng = np.random.default_rng(1)
+    img = np.zeros((480, 640, 3), np.uint8)
+    xy = np.array([[100.0 + 60 * k, 240.0] for k in range(7)], np.float32)   # a 7-keypoint chain
+    outside = []
+    for _ in range(60):
+        out, xy2 = random_training_crop(img, xy, 4 / 3, rng)
+        w = out.shape[1]
+        outside.append(int(np.count_nonzero((xy2[:, 0] < 0) | (xy2[:, 0] >= w))))
+    assert 0 in outside                      # whole-robot crops keep every keypoint
+    assert max(outside) >= 2                 # half-chain crops leave the other half out
 
 
 def test_random_training_crop_needs_two_points_on_the_image():
@@ -48,6 +66,10 @@ def test_random_training_crop_needs_two_points_on_the_image():
     xy = np.array([[150.0, 100.0], [-50.0, 10.0], [np.nan, np.nan]], np.float32)
     out, xy2 = random_training_crop(img, xy, 4 / 3, np.random.default_rng(0))
     assert out is img and xy2 is xy
+
+
+# the blob net's smoothed peaks stay below our models' threshold when the robot is small
+WEAK_PEAKS = 0.01
 
 
 class ColourPeaks(nn.Module):
@@ -78,7 +100,8 @@ def test_zoom_pass_refines_a_small_robot_far_away():
     img = _blobs((1280, 960), truth, sigma=8.0)     # 4:3: no letterbox padding
     errs = {}
     for zoom in (False, True):
-        det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch", zoom=zoom)
+        det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch", zoom=zoom,
+                               threshold=WEAK_PEAKS)
         out = det.detect(img)
         assert out.detected.all() and out.image_size == (1280, 960)
         errs[zoom] = np.linalg.norm(out.uv - truth, axis=1).max()
@@ -89,3 +112,61 @@ def test_zoom_pass_refines_a_small_robot_far_away():
 def test_zoom_is_off_for_dream_models_and_on_for_ours():
     cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", preprocessing="letterbox")
     assert KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch").zoom
+
+
+def test_half_views_frame_each_half_of_the_chain_sharing_the_middle():
+    assert ZoomView(part="base").keypoints(7).tolist() == [0, 1, 2, 3]
+    assert ZoomView(part="tip").keypoints(7).tolist() == [3, 4, 5, 6]
+    assert ZoomView(part="tip").keypoints(3).tolist() == [1, 2]
+    assert ZoomView().keypoints(3).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("views", [1, 5, 7])
+def test_every_view_count_refines_a_small_robot(views):
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", preprocessing="letterbox")
+    truth = np.array([[601.3, 340.7], [660.6, 371.2], [630.2, 402.9]])
+    det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch", zoom_views=views,
+                           threshold=WEAK_PEAKS)
+    assert len(det.zoom_views) == views
+    out = det.detect(_blobs((1280, 960), truth, sigma=8.0))
+    assert out.detected.all()
+    assert np.linalg.norm(out.uv - truth, axis=1).max() < 0.1
+
+
+def test_unknown_view_count_is_refused():
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", preprocessing="letterbox")
+    with pytest.raises(ConfigError, match="zoom views"):
+        KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch", zoom_views=4)
+
+
+def _dets(uv, candidates=None):
+    uv = np.array(uv, dtype=float)
+    found = np.all(np.isfinite(uv), axis=1)
+    return Detections(names=list(NAMES), uv=uv, scores=np.where(found, 0.5, 0.0), detected=found,
+                      image_size=(640, 480), candidates=candidates)
+
+
+def test_views_pool_by_median_and_half_views_count_only_for_their_keypoints():
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", preprocessing="letterbox")
+    det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch")
+    nan = [np.nan, np.nan]
+    first = _dets([[1, 1], [2, 2], nan],
+                  candidates=[np.array([[1.0, 1.0, 0.5]]), np.array([[2.0, 2.0, 0.5]]),
+                              np.zeros((0, 3))])
+    whole, base = np.arange(3), np.arange(2)
+    views = [(whole, (10, 20, 100, 75), _dets([[0, 0], [5, 5], [7, 7]],
+                                               candidates=[np.array([[0.0, 0.0, 0.9]])] * 3)),
+             (whole, (12, 20, 100, 75), _dets([[0, 0], [7, 5], nan])),
+             (whole, (14, 20, 100, 75), _dets([[0, 0], [9, 5], nan])),
+             (base, (0, 0, 100, 75), _dets([[10, 20], [400, 400], [0, 0]]))]
+    out = det._pool_views(first, views)
+    # keypoint 0: median of x 10, 12, 14, 10 -> 11; keypoint 1 (in the base half too): median
+    # of x 15, 19, 23, 400 -> 21
+    np.testing.assert_allclose(out.uv[0], [11.0, 20.0])
+    np.testing.assert_allclose(out.uv[1], [21.0, 25.0])
+    # keypoint 2: only the first whole view found it (the base view's is outside its half)
+    np.testing.assert_allclose(out.uv[2], [17.0, 27.0])
+    assert out.detected.all()
+    # candidates: the first whole view's, moved to the image, strongest at the pooled position
+    np.testing.assert_allclose(out.candidates[0][0, :2], out.uv[0])
+    np.testing.assert_allclose(out.candidates[2][0, :2], out.uv[2])

@@ -41,6 +41,9 @@ _NUMPY_PAD = {"constant": "constant", "reflect": "symmetric", "mirror": "reflect
               "nearest": "edge", "wrap": "wrap"}
 
 
+DREAM_THRESHOLD = 0.01
+
+
 def dream_peak_offset(output_size: Sequence[int]) -> float:
     """DREAM's rule: 0 if both trained output dimensions are >= 400, else 0.4395."""
     return 0.0 if min(int(output_size[0]), int(output_size[1])) >= 400 else DREAM_LOW_RES_OFFSET
@@ -50,7 +53,11 @@ def dream_peak_offset(output_size: Sequence[int]) -> float:
 class BeliefMapCodec:
     sigma: float = 2.0            # label Gaussian std, output pixels
     smooth_sigma: float = 3.0     # decode: Gaussian smoothing before peak finding
-    threshold: float = 0.01       # decode: a peak's smoothed value must exceed this
+    # decode: a peak's smoothed value must exceed this. DREAM: 0.01. Ours 0.1: our nets leave
+    # weak peaks (median height 0.1) at the image edge for keypoints outside it, which cost
+    # robust PnP frames; the truly visible ones have 0.64 at their 10th percentile. On 450
+    # synthetic validation frames: ADD AUC 0.478 -> 0.505, PCK AUC 0.685 -> 0.683.
+    threshold: float = 0.1
     ambiguity: float = 0.25       # decode: best - second best raw score must reach this
     peak_offset: float = 0.0      # decode: added to x and y (DREAM: 0.4395 for low-res maps)
     label_mode: str = "subpixel"  # "subpixel" (ours) or "dream"
@@ -84,6 +91,7 @@ class BeliefMapCodec:
     def dream(cls, output_size: Optional[Sequence[int]] = None, **overrides) -> "BeliefMapCodec":
         """DREAM's exact rules; with output_size the offset follows DREAM's output-size rule."""
         kw = dict(label_mode="dream", refine="mean5", smooth_mode="reflect", strict_ties=False,
+                  threshold=DREAM_THRESHOLD,
                   peak_offset=dream_peak_offset(output_size) if output_size is not None
                   else DREAM_LOW_RES_OFFSET)
         kw.update(overrides)

@@ -24,6 +24,7 @@ from dream_ros.errors import ConfigError, InputError
 from dream_ros.network.codec import BeliefMapCodec
 from dream_ros.network.model_file import ModelConfig, load_model
 from dream_ros.network.preprocess import Geometry, inside_image
+from dream_ros.network.zoom import DEFAULT_ZOOM_VIEWS, zoom_views as zoom_view_presets
 from dream_ros.types import Detections
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -67,8 +68,9 @@ class KeypointDetector:
     torch otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold,
     ambiguity, peak_offset ...) replace the model's peak-extraction parameters. num_threads, when
     given, sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
-    the CPU (measured faster for ours), off on CUDA. zoom: the second pass on a robot-centred
-    crop; None = on for our models, off for DREAM's (so they give DREAM's outputs).
+    the CPU (measured faster for ours), off on CUDA. zoom: the second pass on robot-centred
+    crops; None = on for our models, off for DREAM's (so they give DREAM's outputs); zoom_views:
+    how many crops it pools (network/zoom.py ZOOM_VIEWS: 1, 5 or 7).
     candidates: report each keypoint's this many strongest peaks (``Detections.candidates``) for
     the pose stage to choose from (peak_selection.py); None = 3 for our models, 0 (off) for
     DREAM's.
@@ -79,7 +81,8 @@ class KeypointDetector:
                  threshold: Optional[float] = None, ambiguity: Optional[float] = None,
                  num_threads: Optional[int] = None, channels_last: Optional[bool] = None,
                  onnx_cache_dir: Optional[Union[str, Path]] = None, zoom: Optional[bool] = None,
-                 candidates: Optional[int] = None, **codec_overrides):
+                 candidates: Optional[int] = None, zoom_views: int = DEFAULT_ZOOM_VIEWS,
+                 **codec_overrides):
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} not in {BACKENDS}")
         if num_threads:
@@ -109,6 +112,10 @@ class KeypointDetector:
         self.backend = backend
         self.zoom = (not config.is_dream and self.preprocessor.mode != "none") if zoom is None \
             else bool(zoom)
+        try:
+            self.zoom_views = zoom_view_presets(int(zoom_views))
+        except ValueError as exc:
+            raise ConfigError(str(exc))
         self.candidates = (0 if config.is_dream else DEFAULT_CANDIDATES) if candidates is None \
             else max(0, int(candidates))
         self.device = torch.device("cpu") if backend == "onnx" else pick_device(device)
@@ -180,37 +187,53 @@ class KeypointDetector:
                 for i in range(len(geometries))]
 
     def zoom_refine(self, images: List[np.ndarray], first: List[Detections]) -> List[Detections]:
-        """The zoom pass: re-detect on crops around ``first``'s keypoints; the crop's detections
-        replace the first pass's (which stay where the crop finds nothing); belief maps, when
-        asked for, stay the first pass's."""
+        """The zoom pass: re-detect on crops around ``first``'s keypoints (``self.zoom_views``);
+        each keypoint takes the median of the crops' detections of it (the first pass's where no
+        crop finds it); belief maps, when asked for, stay the first pass's."""
         from dream_ros.network.zoom import crop_box, crop_image
         w_in, h_in = self.config.input_size
-        boxes, crops = [], []
+        plans, crops = [], []
         for rgb, det in zip(images, first):
-            box = crop_box(det.uv[det.detected], w_in / h_in)
-            if box is not None and min(rgb.shape[1] / box[2], rgb.shape[0] / box[3]) < ZOOM_MIN_GAIN:
-                box = None               # the crop would hardly zoom in: not worth a pass
-            boxes.append(box)
-            if box is not None:
+            plan = []
+            for view in self.zoom_views:
+                idx = view.keypoints(self.num_keypoints)
+                box = crop_box(det.uv[idx[det.detected[idx]]], w_in / h_in, view.margin,
+                               centre_shift=view.centre_shift)
+                if box is None or min(rgb.shape[1] / box[2], rgb.shape[0] / box[3]) < ZOOM_MIN_GAIN:
+                    continue             # the crop would hardly zoom in: not worth a pass
+                plan.append((idx, box))
                 crops.append(crop_image(rgb, box))
+            plans.append(plan)
         if not crops:
             return first
         zoomed = iter(self._single_pass(crops, False))
-        out = []
-        for det, box in zip(first, boxes):
-            if box is None:
-                out.append(det)
-                continue
-            z = next(zoomed)
+        return [self._pool_views(det, [(idx, box, next(zoomed)) for idx, box in plan])
+                if plan else det for det, plan in zip(first, plans)]
+
+    def _pool_views(self, det: Detections, views) -> Detections:
+        """One image's detections from its zoom crops [(keypoint indices, box, crop detections)]."""
+        K = self.num_keypoints
+        found = np.full((len(views), K, 2), np.nan)
+        scores = np.zeros((len(views), K))
+        for i, (idx, box, z) in enumerate(views):
             uv = z.uv + np.array(box[:2], dtype=np.float64)
-            use = z.detected & inside_image(uv, det.image_size)
-            merged_uv = np.where(use[:, None], uv, det.uv)
-            detected = use | det.detected
-            merged_uv[~detected] = np.nan
-            out.append(dataclasses.replace(det, uv=merged_uv, detected=detected,
-                                           scores=np.where(use, z.scores, det.scores),
-                                           candidates=_merged_candidates(det, z, box)))
-        return out
+            use = np.zeros(K, bool)
+            use[idx] = True
+            use &= z.detected & inside_image(uv, det.image_size)
+            found[i, use] = uv[use]
+            scores[i, use] = z.scores[use]
+        pooled = np.any(np.isfinite(found[..., 0]), axis=0)
+        uv = det.uv.copy()
+        if pooled.any():
+            uv[pooled] = np.nanmedian(found[:, pooled], axis=0)
+        detected = pooled | det.detected
+        uv[~detected] = np.nan
+        # the candidate peaks come from the first whole-robot crop (the half-robot ones miss the
+        # other half's keypoints), else from the first pass
+        whole = next(((z, box) for idx, box, z in views if len(idx) == K), (None, None))
+        return dataclasses.replace(det, uv=uv, detected=detected,
+                                   scores=np.where(pooled, scores.max(axis=0), det.scores),
+                                   candidates=_merged_candidates(det, *whole, uv, pooled))
 
     def _to_detections(self, xy_out, scores, detected, geometry: Geometry, out_size,
                        maps: Optional[np.ndarray], cands: Optional[list] = None) -> Detections:
@@ -228,15 +251,20 @@ class KeypointDetector:
                           candidates=cands)
 
 
-def _merged_candidates(first: Detections, zoomed: Detections, box) -> Optional[list]:
-    """Per keypoint, the zoom pass's peaks (moved to raw pixels, on the image) where it found
-    any, else the first pass's."""
-    if first.candidates is None or zoomed.candidates is None:
-        return first.candidates
-    shift = np.array([box[0], box[1], 0.0])
+def _merged_candidates(first: Detections, zoomed: Optional[Detections], box,
+                       pooled_uv: np.ndarray, pooled: np.ndarray) -> Optional[list]:
+    """Per keypoint, the ``zoomed`` crop's peaks (moved to raw pixels, on the image) where it
+    found any, else the first pass's; the strongest stands at the pooled position if any."""
+    if first.candidates is None:
+        return None
     out = []
-    for c1, cz in zip(first.candidates, zoomed.candidates):
-        cz = cz + shift
-        cz = cz[inside_image(cz[:, :2], first.image_size)]
-        out.append(cz if len(cz) else c1)
+    for k, c1 in enumerate(first.candidates):
+        c = c1.copy()
+        if zoomed is not None and zoomed.candidates is not None:
+            cz = zoomed.candidates[k] + np.array([box[0], box[1], 0.0])
+            cz = cz[inside_image(cz[:, :2], first.image_size)]
+            c = cz if len(cz) else c
+        if len(c) and pooled[k]:
+            c[0, :2] = pooled_uv[k]
+        out.append(c)
     return out

@@ -42,6 +42,7 @@ PARAMETERS = collections.OrderedDict([
     ("device", ("auto", "auto (CUDA when present), cpu or cuda[:N]")),
     ("backend", ("torch", "torch or onnx")),
     ("threads", (2, "torch CPU threads (0: library default)")),
+    ("zoom_views", (7, "crops the detector's zoom pass pools: 7 (most accurate), 5 or 1 (fastest)")),
     ("mode", ("continuous", "continuous: a TF per accepted frame; static: accumulate, converge")),
     ("image_transport", ("raw", "raw (sensor_msgs/Image) or compressed (<image>/compressed)")),
     ("image_is_rectified", (False, "image is rectified: use camera_info P, no distortion")),
@@ -147,7 +148,7 @@ class DreamNode:
         self.model_name = p["model"] or "%s (default model)" % self.robot.config.name
         self.detector = detector if detector is not None else build_detector(
             p["model"] or self.robot.config.name, self.robot, p["device"], p["backend"],
-            int(p["threads"]))
+            int(p["threads"]), int(p["zoom_views"]))
         gates = Gates(min_keypoints=int(p["min_keypoints"]),
                       max_reprojection_error_px=float(p["max_reprojection_error_px"]),
                       min_depth_m=float(p["min_depth_m"]),
@@ -806,7 +807,7 @@ def choose_tf_child(tf_frames: dict, ours, base_frame: str, optical: str,
 
 
 def build_detector(model: str, robot, device: str = "auto", backend: str = "torch",
-                   threads: int = 2):
+                   threads: int = 2, zoom_views: int = 7):
     """The real KeypointDetector for ~model, checked against the robot; ConfigError naming what to
     fix otherwise."""
     if threads > 0:
@@ -818,7 +819,7 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "torc
     from ..network.detector import KeypointDetector
     from ..network.model_file import check_model_fits_robot
     try:
-        detector = KeypointDetector(model, device=device, backend=backend)
+        detector = KeypointDetector(model, device=device, backend=backend, zoom_views=zoom_views)
     except DreamError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:

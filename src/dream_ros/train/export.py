@@ -101,11 +101,20 @@ def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[st
     return out
 
 
+# decoding settings of our codec re-tuned after runs had started (they do not change the labels):
+# the export writes today's, so the model file and its card show the decoding it is used with
+RETUNED_DECODE = ("threshold", "refine_sigma")
+
+
 def _current_codec(state: dict) -> dict:
-    """The run's codec with parameters added since the run started at today's defaults (e.g.
-    ``refine_sigma``), so the model file and its card show the decoding it is used with."""
+    """The run's codec with parameters added or re-tuned since the run started at today's
+    defaults (e.g. ``refine_sigma``, ``threshold``); DREAM-style codecs stay as they are."""
     from ..network.codec import BeliefMapCodec
-    return BeliefMapCodec.from_dict(state["codec"]).to_dict()
+    codec = dict(state["codec"])
+    if codec.get("label_mode", "subpixel") != "dream":
+        defaults = BeliefMapCodec().to_dict()
+        codec.update({k: defaults[k] for k in RETUNED_DECODE})
+    return BeliefMapCodec.from_dict(codec).to_dict()
 
 
 def model_config(state: Dict[str, Any], training=None, metrics=None):

@@ -25,8 +25,10 @@ def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
     from ..network.detector import KeypointDetector
     from ..robot import RobotModel
     module = getattr(net, "module", net)              # DistributedDataParallel wraps the net
+    # one zoom view: the default seven cost training three times the validation time, and the
+    # checkpoints' order by one view is what matters here
     detector = KeypointDetector((copy.deepcopy(module).cpu(), config), device="cpu",
-                                backend="torch")
+                                backend="torch", zoom_views=1)
     robot = RobotModel.load(config.robot)
     names = list(robot.keypoint_names)
     ds = load_eval_frames(data_dir, names, robot_name=robot.name, limit=limit)
