@@ -34,6 +34,7 @@ MASK_SHEET_FRAMES = 20       # at most this many frames (spread over the input) 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .network.detector_options import add_detector_options
+    from .network.zoom import ACCURATE_ZOOM_VIEWS
     src = parser.add_argument_group("input (exactly one)")
     g = src.add_mutually_exclusive_group(required=True)
     g.add_argument("--ndds", metavar="DIR", help="NDDS dataset folder (DREAM's format or ours)")
@@ -76,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-min-iou", type=float, default=0.8, metavar="IOU",
                         help="--mask-reference: frames whose mask the fitted pose overlaps less "
                              "than this are left out as inconsistent (default 0.8)")
-    add_detector_options(parser)
+    # a static camera, offline: accuracy over speed
+    add_detector_options(parser, zoom_views_default=ACCURATE_ZOOM_VIEWS)
 
 
 # --------------------------------------------------------------------------------------------

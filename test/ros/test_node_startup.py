@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 
 from dream_ros.errors import ConfigError  # noqa: E402
 from dream_ros.robot import RobotModel  # noqa: E402
-from dream_ros.ros.node import PARAMETERS, build_detector, check_parameter_names, choose_tf_child  # noqa: E402
+from dream_ros.ros.node import (PARAMETERS, build_detector, check_parameter_names,  # noqa: E402
+                                choose_tf_child, zoom_views_for)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,15 @@ def test_real_detector_is_built_from_a_model_file(tmp_path, robot):
     det = build_detector(str(path), robot, device="cpu", threads=1)
     out = det.detect(np.zeros((120, 160, 3), np.uint8))
     assert list(out.names) == list(robot.keypoint_names)
+
+
+def test_zoom_views_follow_the_mode_unless_set(tmp_path, robot):
+    assert zoom_views_for("static", 0) == 7 and zoom_views_for("continuous", 0) == 1
+    assert zoom_views_for("static", 5) == 5
+    path = tiny_model(tmp_path, "panda", robot.keypoint_names)
+    assert len(build_detector(str(path), robot, device="cpu", threads=1, zoom_views=7).zoom_views) == 7
+    with pytest.raises(ConfigError, match="zoom views"):
+        build_detector(str(path), robot, device="cpu", threads=1, zoom_views=3)
 
 
 def test_model_for_another_robot_is_refused(tmp_path, robot):

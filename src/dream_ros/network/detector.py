@@ -70,7 +70,7 @@ class KeypointDetector:
     given, sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
     the CPU (measured faster for ours), off on CUDA. zoom: the second pass on robot-centred
     crops; None = on for our models, off for DREAM's (so they give DREAM's outputs); zoom_views:
-    how many crops it pools (network/zoom.py ZOOM_VIEWS: 1, 5 or 7).
+    how many crops it pools (network/zoom.py ZOOM_VIEWS: 1, fastest, 5 or 7, most accurate).
     candidates: report each keypoint's this many strongest peaks (``Detections.candidates``) for
     the pose stage to choose from (peak_selection.py); None = 3 for our models, 0 (off) for
     DREAM's.

@@ -7,7 +7,8 @@ import argparse
 from typing import Any, Dict
 
 
-def add_detector_options(parser: argparse.ArgumentParser) -> None:
+def add_detector_options(parser: argparse.ArgumentParser, zoom_views_default: int = 1) -> None:
+    """The options; ``zoom_views_default`` is the zoom views this command uses when not given."""
     parser.add_argument("--threshold", type=float, default=None,
                         help="peak threshold (default: the model's)")
     parser.add_argument("--ambiguity", type=float, default=None,
@@ -15,9 +16,10 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
                         "first (default: the model's; 0 keeps every peak)")
     parser.add_argument("--no-zoom", action="store_true",
                         help="one network pass (no second pass on a robot-centred crop)")
-    parser.add_argument("--zoom-views", type=int, default=None, choices=(1, 5, 7),
-                        help="crops the zoom pass pools per image (network/zoom.py; default 7: "
-                        "more accurate, 1: fastest)")
+    parser.add_argument("--zoom-views", type=int, default=zoom_views_default, choices=(1, 5, 7),
+                        help="crops the zoom pass pools per image (network/zoom.py): 7 is the "
+                        "most accurate, 1 about three times faster (default %d)"
+                        % zoom_views_default)
     parser.add_argument("--candidates", type=int, default=None, metavar="N",
                         help="peaks per keypoint the pose may choose from (peak_selection.py; "
                         "default 3 for our models, 0 for DREAM's; 0 = the highest peak only)")
@@ -25,8 +27,6 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
 
 def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """KeypointDetector keyword arguments from the options above."""
-    kwargs = dict(threshold=args.threshold, ambiguity=args.ambiguity,
-                  zoom=False if args.no_zoom else None, candidates=args.candidates)
-    if args.zoom_views is not None:
-        kwargs["zoom_views"] = args.zoom_views
-    return kwargs
+    return dict(threshold=args.threshold, ambiguity=args.ambiguity,
+                zoom=False if args.no_zoom else None, candidates=args.candidates,
+                zoom_views=args.zoom_views)

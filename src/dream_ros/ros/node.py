@@ -42,7 +42,8 @@ PARAMETERS = collections.OrderedDict([
     ("device", ("auto", "auto (CUDA when present), cpu or cuda[:N]")),
     ("backend", ("torch", "torch or onnx")),
     ("threads", (2, "torch CPU threads (0: library default)")),
-    ("zoom_views", (7, "crops the detector's zoom pass pools: 7 (most accurate), 5 or 1 (fastest)")),
+    ("zoom_views", (0, "crops the detector's zoom pass pools: 7 (most accurate), 5 or 1 (fastest); "
+                       "0: 7 in static mode, 1 in continuous mode")),
     ("mode", ("continuous", "continuous: a TF per accepted frame; static: accumulate, converge")),
     ("image_transport", ("raw", "raw (sensor_msgs/Image) or compressed (<image>/compressed)")),
     ("image_is_rectified", (False, "image is rectified: use camera_info P, no distortion")),
@@ -148,7 +149,7 @@ class DreamNode:
         self.model_name = p["model"] or "%s (default model)" % self.robot.config.name
         self.detector = detector if detector is not None else build_detector(
             p["model"] or self.robot.config.name, self.robot, p["device"], p["backend"],
-            int(p["threads"]), int(p["zoom_views"]))
+            int(p["threads"]), zoom_views_for(p["mode"], int(p["zoom_views"])))
         gates = Gates(min_keypoints=int(p["min_keypoints"]),
                       max_reprojection_error_px=float(p["max_reprojection_error_px"]),
                       min_depth_m=float(p["min_depth_m"]),
@@ -806,8 +807,17 @@ def choose_tf_child(tf_frames: dict, ours, base_frame: str, optical: str,
     return child, ""
 
 
+def zoom_views_for(mode: str, zoom_views: int) -> int:
+    """~zoom_views, 0 resolved by the mode: a static camera gathers frames for a while and gains
+    from the slower, more accurate detection; a moving one needs the frame rate."""
+    if zoom_views:
+        return zoom_views
+    from ..network.zoom import ACCURATE_ZOOM_VIEWS, DEFAULT_ZOOM_VIEWS
+    return ACCURATE_ZOOM_VIEWS if mode == "static" else DEFAULT_ZOOM_VIEWS
+
+
 def build_detector(model: str, robot, device: str = "auto", backend: str = "torch",
-                   threads: int = 2, zoom_views: int = 7):
+                   threads: int = 2, zoom_views: int = 1):
     """The real KeypointDetector for ~model, checked against the robot; ConfigError naming what to
     fix otherwise."""
     if threads > 0:
