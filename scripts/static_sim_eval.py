@@ -5,7 +5,8 @@ the keypoint pixel errors (per keypoint: median error and mean offset, i.e. the 
 in this view, which more frames do not average out) and the final estimate's error against the
 simulated truth.
 
-    python scripts/static_sim_eval.py [model] [width] [frames]     (defaults: panda 640 80)
+    python scripts/static_sim_eval.py [model] [width] [frames] [zoom views]
+    (defaults: panda 640 80, and the node's static-mode zoom views)
 """
 import sys
 from collections import Counter
@@ -16,14 +17,16 @@ import torch
 torch.set_num_threads(1)
 from dream_ros import frames, visualize  # noqa: E402
 from dream_ros.calibration import Calibrator  # noqa: E402
-from dream_ros.ros.node import build_detector  # noqa: E402
+from dream_ros.ros.node import build_detector, zoom_views_for  # noqa: E402
 from dream_ros.ros.sim_camera import SimCamera  # noqa: E402
 
 model = sys.argv[1] if len(sys.argv) > 1 else "panda"
 W = int(sys.argv[2]) if len(sys.argv) > 2 else 640
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 80
+VIEWS = zoom_views_for("static", int(sys.argv[4]) if len(sys.argv) > 4 else 0)
 sim = SimCamera(width=W, height=W * 3 // 4, camera_position=(1.3, 0.6, 0.8), look_at=(0.1, 0, 0.45))
-cal = Calibrator(sim.robot, build_detector(model, sim.robot, "cpu", "torch", 1), mode="static")
+cal = Calibrator(sim.robot, build_detector(model, sim.robot, "cpu", "torch", 1, VIEWS),
+                 mode="static")
 outcomes, errs = Counter(), []
 offsets = {name: [] for name in sim.robot.keypoint_names}
 for i in range(N):

@@ -307,7 +307,8 @@ class Calibrator:
                 return PoseEstimate.failure(TOO_FEW_KEYPOINTS, "%d of %d keypoints detected, "
                                             "need %d" % (n, len(uv), self.gates.min_keypoints),
                                             num_points=n)
-            return solve_pnp(points_3d, uv, K, dist=None, **self.pnp_options)
+            return solve_pnp(points_3d, uv, K, dist=None, point_sigma_px=det.sigma_px,
+                             **self.pnp_options)
 
         uv_raw = np.where(np.asarray(det.detected, bool)[:, None], det.uv, np.nan)
         est = solve(uv_raw)

@@ -4,8 +4,8 @@
 ``PoseEstimate``. Pipeline: drop missing rows (NaN in points_2d) -> degeneracy checks -> EPnP
 (and SQPnP, the better one kept) on all points, then, if some points disagree and ``robust``, on
 leave-one-out subsets and in OpenCV's RANSAC, hypotheses ranked by MSAC cost -> Levenberg-Marquardt
-refinement on the inliers -> inliers re-decided on the refined pose -> per-point reprojection
-errors and a 6x6 covariance.
+refinement on the inliers -> inliers re-decided on the refined pose -> (with per-point sigmas)
+a weighted refinement on the inliers -> per-point reprojection errors and a 6x6 covariance.
 
 Failure is a value; ``status`` is one of:
   ok, too_few_points, collinear, tiny_image_extent, too_few_inliers, behind_camera, non_finite,
@@ -127,6 +127,20 @@ def project(points_3d, rvec, tvec, K, dist=None, jacobian=False):
 def _refine(p3, p2, K, dist, rvec, tvec):
     rvec, tvec = cv2.solvePnPRefineLM(p3, p2, K, dist, rvec.copy(), tvec.copy(), LM_CRITERIA)
     return rvec.reshape(3), tvec.reshape(3)
+
+
+def _refine_weighted(p3, p2, K, dist, rvec, tvec, sigma):
+    """LM refinement of reprojection errors divided by each point's ``sigma`` (px). Hand-written
+    around scipy's least_squares because OpenCV's PnP refinements weigh every point alike."""
+    from scipy.optimize import least_squares
+
+    def residuals(x):
+        return ((project(p3, x[:3], x[3:], K, dist) - p2) / sigma[:, None]).ravel()
+
+    sol = least_squares(residuals, np.r_[rvec, tvec], method="lm")
+    if not np.all(np.isfinite(sol.x)):
+        return rvec, tvec
+    return sol.x[:3].copy(), sol.x[3:].copy()
 
 
 def _rms(p3, p2, K, dist, rvec, tvec) -> float:
@@ -265,8 +279,8 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
               ransac_reprojection_px: float = 10.0, ransac_iterations: int = 100,
               ransac_confidence: float = 0.999, min_image_extent_px: float = 8.0,
               collinear_tolerance: float = 1e-3, sigma_floor_px: float = 0.0,
-              inlier_px: Optional[float] = None, min_inliers: Optional[int] = None
-              ) -> PoseEstimate:
+              inlier_px: Optional[float] = None, min_inliers: Optional[int] = None,
+              point_sigma_px=None) -> PoseEstimate:
     """camera_T_base from 2D-3D correspondences (see module docstring).
 
     points_3d (N, 3) base frame, points_2d (N, 2) raw pixels with NaN rows for missing keypoints,
@@ -285,6 +299,9 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
     (3D, or 2D for a degenerate view) are collinear.
     sigma_floor_px: lower bound of the residual standard deviation used in the covariance (so that
     exact input does not give a zero covariance unless asked for).
+    point_sigma_px: (N,) expected pixel error of each point (e.g. the model's per-keypoint error,
+    ``Detections.sigma_px``), or None: the final refinement on the inliers weighs each point by
+    its inverse (the inliers are decided unweighted).
     Returns PoseEstimate with inliers / reprojection_errors_px over all N rows (False / NaN for
     missing rows) and extras: num_given, rms/median/max_reprojection_px (inliers).
     """
@@ -305,6 +322,12 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
     K, dist = check_camera(K, dist)
     p3_all, p2_all, valid = check_correspondences(points_3d, points_2d)
     n_given = len(valid)
+    if point_sigma_px is not None:
+        point_sigma_px = np.asarray(point_sigma_px, dtype=float).reshape(-1)
+        if point_sigma_px.shape != (n_given,) or not np.all(np.isfinite(point_sigma_px)) \
+                or not np.all(point_sigma_px > 0):
+            raise InputError("point_sigma_px must hold %d positive finite values, got %r"
+                             % (n_given, point_sigma_px.tolist()))
     idx = np.flatnonzero(valid)
     n = len(idx)
 
@@ -374,6 +397,10 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
         if mask.sum() < need:
             return fail("too_few_inliers", "only %d of %d keypoints reproject within %.1f px "
                         "(%d needed)" % (mask.sum(), n, inlier_px, need))
+    if point_sigma_px is not None and mask.sum() >= 4:
+        rvec, tvec = _refine_weighted(p3[mask], p2[mask], K, dist, rvec, tvec,
+                                      point_sigma_px[idx][mask])
+        err = np.linalg.norm(project(p3, rvec, tvec, K, dist) - p2, axis=1)
     T = np.eye(4)
     T[:3, :3] = cv2.Rodrigues(rvec)[0]
     T[:3, 3] = tvec

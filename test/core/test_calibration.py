@@ -5,6 +5,7 @@ noise / dropped keypoints), so the tests know the right answer exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import cv2
@@ -103,6 +104,33 @@ def test_undistort_keeps_missing_rows():
     uv = np.array([[10.0, 20.0], [np.nan, np.nan]])
     out = undistort_pixels(uv, K, np.array([0.1, 0, 0, 0, 0]))
     assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+
+
+def test_the_pose_weighs_keypoints_by_the_models_pixel_error(robot):
+    class Uneven(FakeDetector):
+        """Keypoints 2, 4, 5 off by 3 px (in a random direction); the others exact."""
+        sigma = None
+
+        def detect(self, rgb, return_belief=False):
+            d = super().detect(rgb, return_belief)
+            step = self.rng.normal(0.0, 1.0, d.uv.shape)
+            step *= 3.0 / np.linalg.norm(step, axis=1, keepdims=True)
+            uv = d.uv + step * np.isin(np.arange(7), [2, 4, 5])[:, None]
+            return dataclasses.replace(d, uv=uv, sigma_px=self.sigma)
+
+    errors = {}
+    for weighted in (False, True):
+        fake = Uneven(robot, seed=3)
+        fake.sigma = np.array([0.3, 0.3, 3.0, 0.3, 3.0, 3.0, 0.3]) if weighted else None
+        cal = Calibrator(robot, fake)
+        rng = np.random.default_rng(4)
+        errs = []
+        for _ in range(20):
+            _, est = run(cal, fake, random_joints(robot, rng))
+            assert est.ok, est.reason
+            errs.append(frames.pose_error(est.camera_T_base, TRUE_T)[0])
+        errors[weighted] = np.median(errs)
+    assert errors[True] < 0.5 * errors[False]
 
 
 def test_too_few_keypoints_is_a_rejection_without_transform(robot):

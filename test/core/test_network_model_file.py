@@ -187,6 +187,22 @@ def test_our_file_round_trip_fp16(tmp_path):
         torch.testing.assert_close(load_model(path32)[0](x), net(x), rtol=0, atol=0)
 
 
+def test_keypoint_sigmas_travel_with_the_model_to_the_detections(tmp_path):
+    from dream_ros.network.detector import KeypointDetector
+    sigma = [2.0, 1.5, 3.0, 2.5, 5.0, 4.0, 3.5]
+    cfg = ModelConfig.for_ours("panda", PANDA, PANDA, arch="dream_tiny_s4",
+                               keypoint_sigma_px=sigma)
+    path = save_model(tmp_path / "m.pt", build_network("dream_tiny_s4", 7), cfg)
+    det = KeypointDetector(str(path), device="cpu", backend="torch").detect(
+        np.zeros((240, 320, 3), np.uint8))
+    np.testing.assert_allclose(det.sigma_px, sigma)
+    with pytest.raises(ConfigError, match="keypoint_sigma_px"):
+        ModelConfig.for_ours("panda", PANDA, PANDA, arch="dream_tiny_s4", keypoint_sigma_px=[1.0])
+    with pytest.raises(ConfigError, match="keypoint_sigma_px"):
+        ModelConfig.for_ours("panda", PANDA, PANDA, arch="dream_tiny_s4",
+                             keypoint_sigma_px=[1.0] * 6 + [0.0])
+
+
 def test_robot_name_resolves_to_default_model(tmp_path, monkeypatch):
     monkeypatch.setattr(model_file, "MODELS_DIR", tmp_path)
     with pytest.raises(ConfigError, match="no default model for robot 'panda'"):

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dream_ros.errors import InputError
+
 TINY = Path(__file__).resolve().parents[1] / "data" / "panda_tiny"
 NAMES = ["panda_link0", "panda_link2", "panda_link3", "panda_link4", "panda_link6", "panda_link7",
          "panda_hand"]
@@ -268,6 +270,18 @@ def test_fixed_validation_set_replaces_the_hash_split(tmp_path):
     assert res["history"][-1]["n_inframe"] > 0
 
 
+def test_export_takes_the_keypoints_pixel_errors_from_the_validation(tmp_path):
+    from dream_ros.train.export import keypoint_sigma
+    state = {"metrics": {"pipeline_keypoint_median_px": [2.0, 3.12345, 4.0]}}
+    assert keypoint_sigma(state, None) == [2.0, 3.123, 4.0]
+    # a keypoint never found (NaN) or no validation on record: the pose weighs them alike
+    state = {"metrics": {"pipeline_keypoint_median_px": [2.0, float("nan"), 4.0]}}
+    assert keypoint_sigma(state, None) == []
+    assert keypoint_sigma({"train_config": {"val_pipeline_data": str(tmp_path / "gone")}}, None) == []
+    with pytest.raises(InputError, match="sigma-data"):
+        keypoint_sigma({}, None, str(tmp_path / "gone"))
+
+
 def test_pipeline_validation_scores_the_full_pipeline_and_picks_the_best(tmp_path, monkeypatch):
     from dream_ros.train import pipeline_val
     from dream_ros.train.checkpoint import load_checkpoint
@@ -276,6 +290,7 @@ def test_pipeline_validation_scores_the_full_pipeline_and_picks_the_best(tmp_pat
                      val_pipeline_data=str(TINY)))
     m = res["history"][-1]
     assert {"pipeline_pck_auc", "pipeline_add_auc", "pipeline_median_px"} <= set(m)
+    assert len(m["pipeline_keypoint_median_px"]) == 7
     assert 0.0 <= m["pipeline_pck_auc"] <= 1.0 and 0.0 <= m["pipeline_add_auc"] <= 1.0
     assert m["pipeline_score"] == pytest.approx(m["pipeline_pck_auc"] + m["pipeline_add_auc"])
     # the same maps' validation without the pipeline is a different competition

@@ -105,7 +105,8 @@ class DetectorKeypoints(object):
         uv = np.array(det.uv, dtype=float)[self._order]
         uv[~np.asarray(det.detected, bool)[self._order]] = np.nan
         cands = None if det.candidates is None else [det.candidates[i] for i in self._order]
-        return uv, np.asarray(det.scores, float)[self._order], cands
+        sigma = None if det.sigma_px is None else np.asarray(det.sigma_px)[self._order]
+        return uv, np.asarray(det.scores, float)[self._order], cands, sigma
 
 
 def load_rgb(path: str) -> np.ndarray:
@@ -141,8 +142,8 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
                     image_size: Tuple[int, int], units: str, robust: bool = True,
                     progress: Optional[Callable] = None) -> List[FrameResult]:
     """Run the pipeline on every frame; ``keypoints(frame, rgb) -> (uv (K,2) NaN=missing, scores
-    [, candidate peaks per keypoint])``; with candidates the pose chooses among them as in the
-    node (peak_selection.py)."""
+    [, candidate peaks per keypoint [, per-keypoint sigma px]])``; with candidates the pose
+    chooses among them as in the node (peak_selection.py), with sigmas it weighs them."""
     from ..peak_selection import reselect_peaks
     from ..pnp import solve_pnp
     from ..visualize import project
@@ -158,18 +159,20 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
             rgb = load_rgb(fr.image_path)
         t1 = time.perf_counter()
         got = keypoints(fr, rgb)
-        uv, scores, cands = got[0], got[1], (got[2] if len(got) > 2 else None)
+        uv, scores = got[0], got[1]
+        cands, sigma = (tuple(got[2:]) + (None, None))[:2]
         t2 = time.perf_counter()
         pb = fk_points(robot, fr.joints)
         t3 = time.perf_counter()
         truth = frame_truth(fr.uv_gt, fr.points_camera, units, pb)
         t4 = time.perf_counter()
         K_frame = fr.K if fr.K is not None else K
-        est = solve_pnp(truth.pnp_points, uv, K_frame, robust=robust)
+        est = solve_pnp(truth.pnp_points, uv, K_frame, robust=robust, point_sigma_px=sigma)
         if cands is not None:
             uv, est = reselect_peaks(
                 truth.pnp_points, uv, cands, est,
-                lambda u: solve_pnp(truth.pnp_points, u, K_frame, robust=robust),
+                lambda u: solve_pnp(truth.pnp_points, u, K_frame, robust=robust,
+                                    point_sigma_px=sigma),
                 lambda p, T: project(p, T, K_frame))
         t5 = time.perf_counter()
         times.update(decode=t1 - t0, keypoints=t2 - t1, fk=t3 - t2, pnp=t5 - t4)

@@ -105,6 +105,8 @@ class KeypointDetector:
         if unknown:
             raise ConfigError(f"unknown detector options {sorted(unknown)}")
         self.codec = dataclasses.replace(config.make_codec(), **overrides)
+        self._sigma_px = np.array(config.keypoint_sigma_px, dtype=np.float64) \
+            if config.keypoint_sigma_px else None
         if backend == "auto":
             backend = "onnx" if (pick_device(device).type == "cpu" and not config.is_dream
                                  and self.preprocessor.mode != "none" and _have_onnxruntime()
@@ -248,7 +250,7 @@ class KeypointDetector:
             cands = [c[geometry.inside_raw(c[:, :2])] for c in cands]
         return Detections(names=list(self.keypoint_names), uv=uv, scores=scores.astype(np.float64),
                           detected=det, image_size=tuple(geometry.raw_size), belief_maps=maps,
-                          candidates=cands)
+                          candidates=cands, sigma_px=self._sigma_px)
 
 
 def _merged_candidates(first: Detections, zoomed: Optional[Detections], box,

@@ -54,6 +54,9 @@ class ModelConfig:
     codec: Dict[str, Any] = field(default_factory=dict)   # BeliefMapCodec parameters
     training: Dict[str, Any] = field(default_factory=dict)  # provenance: data, epochs, commit...
     metrics: Dict[str, Any] = field(default_factory=dict)   # evaluation results
+    # per keypoint, the median pixel error on 640x480 validation frames (export measures it):
+    # the pose weighs keypoints by it. Empty: all alike.
+    keypoint_sigma_px: List[float] = field(default_factory=list)
     source_format: str = FORMAT              # FORMAT or "dream"
     extra: Dict[str, Any] = field(default_factory=dict)     # e.g. DREAM's full YAML config
 
@@ -73,6 +76,11 @@ class ModelConfig:
             raise ConfigError(f"model config arch {self.arch!r} is neither ours "
                               f"({sorted(NETWORK_INFO)}) nor DREAM's ({list(DREAM_ARCHS)})")
         BeliefMapCodec.from_dict(self.codec)   # validates
+        self.keypoint_sigma_px = [float(v) for v in self.keypoint_sigma_px]
+        if self.keypoint_sigma_px and (len(self.keypoint_sigma_px) != len(self.keypoint_names)
+                                       or not all(v > 0 for v in self.keypoint_sigma_px)):
+            raise ConfigError(f"model config keypoint_sigma_px needs {len(self.keypoint_names)} "
+                              f"positive values, got {self.keypoint_sigma_px}")
 
     @property
     def num_keypoints(self) -> int:

@@ -77,6 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--which", default="best", choices=("best", "last"),
                    help="with --export: which checkpoint")
     p.add_argument("--card", metavar="MD", help="with --export: also write this model card")
+    p.add_argument("--sigma-data", metavar="DIR",
+                   help="with --export: NDDS set (640x480) on which to measure each keypoint's "
+                   "median pixel error, which the pose weighs keypoints by (default: the run's "
+                   "pipeline validation)")
     p.add_argument("--extra-metrics", metavar="JSON",
                    help="with --export: JSON file of extra metrics to record (e.g. test-set eval)")
     p.add_argument("--save-state", nargs=2, metavar=("RUN_DIR_OR_CKPT", "FILE"),
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--export needs --to MODEL_PATH")
         from .export import export_run
         export_run(args.export, args.to, which=args.which, card=args.card,
-                   extra_metrics=args.extra_metrics)
+                   extra_metrics=args.extra_metrics, sigma_data=args.sigma_data)
         return 0
     if args.save_state:
         from .checkpoint import save_compact_checkpoint

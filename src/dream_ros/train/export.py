@@ -12,7 +12,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
+
+import numpy as np
 
 from ..errors import ConfigError, InputError
 from . import checkpoint as ckpt
@@ -75,9 +77,10 @@ def build_net(state: Dict[str, Any]):
 
 
 def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[str] = None,
-               extra_metrics: Optional[str] = None) -> Path:
+               extra_metrics: Optional[str] = None, sigma_data: Optional[str] = None) -> Path:
     state = _load(run_or_ckpt, which)
     net = build_net(state)
+    state["keypoint_sigma_px"] = keypoint_sigma(state, net, sigma_data)
     metrics = {("val_" + k if not k.startswith("val") else k): v
                for k, v in (state.get("metrics") or {}).items()
                if k not in ("images_seen", "epoch", "wall_hours", "n_frames")}
@@ -117,6 +120,33 @@ def _current_codec(state: dict) -> dict:
     return BeliefMapCodec.from_dict(codec).to_dict()
 
 
+def keypoint_sigma(state: Dict[str, Any], net, sigma_data: Optional[str] = None) -> List[float]:
+    """Per keypoint, the median pixel error of the pipeline on 640x480 validation frames: from
+    ``sigma_data`` (an NDDS set) when given, else from the checkpoint's own pipeline validation,
+    else measured on the run's --val-pipeline-data set if it is on this machine; [] when none
+    is available (the pose then weighs the keypoints alike)."""
+    from .pipeline_val import pipeline_metrics
+    data = sigma_data
+    if data is None:
+        saved = (state.get("metrics") or {}).get("pipeline_keypoint_median_px")
+        if saved:
+            return _usable_sigma(saved)
+        data = (state.get("train_config") or {}).get("val_pipeline_data")
+        if not data or not Path(data).is_dir():
+            print("no validation set for the keypoints' pixel errors: the pose will weigh them alike")
+            return []
+    elif not Path(data).is_dir():
+        raise InputError("--sigma-data %s is not a directory" % data)
+    return _usable_sigma(pipeline_metrics(net, model_config(state), data)
+                         ["pipeline_keypoint_median_px"])
+
+
+def _usable_sigma(values) -> List[float]:
+    """[] unless every keypoint has a positive finite error (one never found: no weighting)."""
+    v = [float(x) if x is not None else float("nan") for x in values]
+    return [round(x, 3) for x in v] if all(np.isfinite(x) and x > 0 for x in v) else []
+
+
 def model_config(state: Dict[str, Any], training=None, metrics=None):
     """The ModelConfig of a run's state (robot, keypoints, arch, sizes, preprocessing, codec):
     what the detector needs to run the net as a model file would."""
@@ -132,7 +162,8 @@ def model_config(state: Dict[str, Any], training=None, metrics=None):
         arch=state["arch"], input_size=tuple(state["input_size"]),
         output_size=tuple(state["output_size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
         preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
-        codec=_current_codec(state), training=training or {}, metrics=metrics or {})
+        codec=_current_codec(state), training=training or {}, metrics=metrics or {},
+        keypoint_sigma_px=list(state.get("keypoint_sigma_px") or []))
 
 
 def _save(out: Path, net, state, prov, metrics) -> None:

@@ -10,15 +10,17 @@ PCK AUC + ADD AUC there, the issue's two target figures.
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 
 def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
-                     ) -> Dict[str, float]:
+                     ) -> Dict[str, Any]:
     """pipeline_pck_auc, pipeline_add_auc, pipeline_median_px and pipeline_score (their sum) of
-    ``net`` (a copy runs, on the CPU) described by the ModelConfig ``config`` on ``data_dir``."""
+    ``net`` (a copy runs, on the CPU) described by the ModelConfig ``config`` on ``data_dir``,
+    and pipeline_keypoint_median_px: per keypoint (model order), the median error in pixels of
+    the found in-frame ones (NaN where none was found)."""
     from ..evaluation import metrics
     from ..evaluation.dataset import load_eval_frames
     from ..evaluation.runner import DetectorKeypoints, evaluate_frames, resolve_units
@@ -39,6 +41,12 @@ def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
                               np.stack([r.truth.uv for r in res]), ds.image_size)
     am = metrics.add_metrics([r.add_m for r in res], [r.viable for r in res])
     pck, add = float(km.auc or 0.0), float(am.auc or 0.0)
+    order = [names.index(n) for n in config.keypoint_names]
+    per_keypoint = [row.get("median_px") for row in
+                    metrics.per_keypoint_table(names, np.stack([r.uv_pred for r in res]),
+                                               np.stack([r.truth.uv for r in res]), ds.image_size)]
     return {"pipeline_pck_auc": pck, "pipeline_add_auc": add,
             "pipeline_median_px": float(km.median_px) if km.median_px is not None else float("nan"),
-            "pipeline_score": pck + add}
+            "pipeline_score": pck + add,
+            "pipeline_keypoint_median_px": [float("nan") if per_keypoint[i] is None
+                                            else float(per_keypoint[i]) for i in order]}
