@@ -137,7 +137,11 @@ def _refine_weighted(p3, p2, K, dist, rvec, tvec, sigma):
     def residuals(x):
         return ((project(p3, x[:3], x[3:], K, dist) - p2) / sigma[:, None]).ravel()
 
-    sol = least_squares(residuals, np.r_[rvec, tvec], method="lm")
+    def jacobian(x):    # OpenCV's analytic one; project() orders its columns (tvec, rvec)
+        J = project(p3, x[:3], x[3:], K, dist, jacobian=True)[1]
+        return np.hstack([J[:, 3:6], J[:, 0:3]]) / np.repeat(sigma, 2)[:, None]
+
+    sol = least_squares(residuals, np.r_[rvec, tvec], jac=jacobian, method="lm")
     if not np.all(np.isfinite(sol.x)):
         return rvec, tvec
     return sol.x[:3].copy(), sol.x[3:].copy()
