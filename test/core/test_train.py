@@ -203,6 +203,7 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
         torch.testing.assert_close(net(x), ref(x), atol=2e-3, rtol=2e-2)   # fp16 weights
     card = (tmp_path / "m.md").read_text()
     assert "images seen (cumulative) | 4 |" in card and "## Notes" in card
+    assert "keypoint errors the pose weighs by" in card
     # a run started before a codec parameter existed exports it at today's default
     from dream_ros.network.codec import BeliefMapCodec
     last = tmp_path / "run" / "last.pt"

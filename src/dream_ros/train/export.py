@@ -205,6 +205,8 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
            state["output_size"][0], state["output_size"][1]),
         "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
         "| label codec | %s |" % json.dumps(_current_codec(state)),
+        "| keypoint errors the pose weighs by (px, median on validation) | %s |"
+        % (", ".join("%.2f" % v for v in state.get("keypoint_sigma_px") or []) or "none: all alike"),
         "| images seen (cumulative) | %s |" % _with_init(prov, "images_seen", "%d"),
         "| training time (cumulative wall clock) | %s on a 2-core CPU shared with rendering |"
         % _with_init(prov, "wall_hours", "%.2f h"),
