@@ -56,7 +56,7 @@ class BeliefMapCodec:
     # decode: a peak's smoothed value must exceed this. DREAM: 0.01. Ours 0.1: our nets leave
     # weak peaks (median height 0.1) at the image edge for keypoints outside it, which cost
     # robust PnP frames; the truly visible ones have 0.64 at their 10th percentile. On 450
-    # synthetic validation frames: ADD AUC 0.478 -> 0.505, PCK AUC 0.685 -> 0.683.
+    # synthetic validation frames (7 zoom views): ADD AUC 0.478 -> 0.505, PCK AUC 0.685 -> 0.683.
     threshold: float = 0.1
     ambiguity: float = 0.25       # decode: best - second best raw score must reach this
     peak_offset: float = 0.0      # decode: added to x and y (DREAM: 0.4395 for low-res maps)

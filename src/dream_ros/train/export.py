@@ -133,7 +133,8 @@ def keypoint_sigma(state: Dict[str, Any], net, sigma_data: Optional[str] = None)
             return _usable_sigma(saved)
         data = (state.get("train_config") or {}).get("val_pipeline_data")
         if not data or not Path(data).is_dir():
-            print("no validation set for the keypoints' pixel errors: the pose will weigh them alike")
+            print("no validation set for the keypoints' pixel errors: "
+                  "the pose will weigh them alike")
             return []
     elif not Path(data).is_dir():
         raise InputError("--sigma-data %s is not a directory" % data)
@@ -206,7 +207,8 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
         "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
         "| label codec | %s |" % json.dumps(_current_codec(state)),
         "| keypoint errors the pose weighs by (px, median on validation) | %s |"
-        % (", ".join("%.2f" % v for v in state.get("keypoint_sigma_px") or []) or "none: all alike"),
+        % (", ".join("%.2f" % v for v in state.get("keypoint_sigma_px") or [])
+           or "none: all alike"),
         "| images seen (cumulative) | %s |" % _with_init(prov, "images_seen", "%d"),
         "| training time (cumulative wall clock) | %s on a 2-core CPU shared with rendering |"
         % _with_init(prov, "wall_hours", "%.2f h"),
