@@ -127,32 +127,10 @@ def test_every_view_count_refines_a_small_robot(views):
     truth = np.array([[601.3, 340.7], [660.6, 371.2], [630.2, 402.9]])
     det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch", zoom_views=views,
                            threshold=WEAK_PEAKS)
-    assert len([v for v in det.zoom_views if not v.fallback]) == views
+    assert len(det.zoom_views) == views
     out = det.detect(_blobs((1280, 960), truth, sigma=8.0))
     assert out.detected.all()
     assert np.linalg.norm(out.uv - truth, axis=1).max() < 0.1
-
-
-def test_half_arm_crops_stand_in_when_the_robot_is_too_large_to_zoom(monkeypatch):
-    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", preprocessing="letterbox")
-    det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch", zoom_views=1,
-                           threshold=WEAK_PEAKS)
-    crops = []
-    single_pass = det._single_pass
-
-    def counting(images, return_belief):
-        crops.append(len(images))
-        return single_pass(images, return_belief)
-
-    monkeypatch.setattr(det, "_single_pass", counting)
-    small = np.array([[601.3, 340.7], [660.6, 371.2], [630.2, 402.9]])
-    det.detect(_blobs((1280, 960), small, sigma=8.0))
-    assert crops == [1, 1]                  # the first pass, then one whole-robot crop
-    crops.clear()
-    large = np.array([[250.3, 400.7], [650.6, 300.2], [1050.2, 650.9]])
-    out = det.detect(_blobs((1280, 960), large, sigma=24.0))
-    assert crops == [1, 2]                  # no whole-robot crop: one per half of the arm
-    assert np.linalg.norm(out.uv - large, axis=1).max() < 1.0
 
 
 def test_unknown_view_count_is_refused():

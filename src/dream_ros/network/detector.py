@@ -198,8 +198,6 @@ class KeypointDetector:
         for rgb, det in zip(images, first):
             plan = []
             for view in self.zoom_views:
-                if view.fallback and any(len(idx) == self.num_keypoints for idx, _ in plan):
-                    continue             # a whole-robot crop ran: no need
                 idx = view.keypoints(self.num_keypoints)
                 box = crop_box(det.uv[idx[det.detected[idx]]], w_in / h_in, view.margin,
                                centre_shift=view.centre_shift)

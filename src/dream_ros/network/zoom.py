@@ -26,13 +26,11 @@ DEFAULT_PAD_PX = 16.0
 class ZoomView:
     """One crop of the zoom pass: around the whole robot's keypoints (``part`` None) or one half
     of the chain ("base": the first half of the keypoints, "tip": the second, sharing the middle
-    one), with the crop_box ``margin`` and ``centre_shift``. A ``fallback`` view runs only when
-    no whole-robot crop of the image does (the robot is too large in it for them to magnify)."""
+    one), with the crop_box ``margin`` and ``centre_shift``."""
 
     margin: float = DEFAULT_MARGIN
     centre_shift: Tuple[float, float] = (0.0, 0.0)
     part: Optional[str] = None
-    fallback: bool = False
 
     def keypoints(self, num_keypoints: int) -> np.ndarray:
         """Indices of the keypoints this view frames and reports (keypoints in chain order)."""
@@ -47,17 +45,14 @@ class ZoomView:
 # The zoom pass's views by count. Each crop's keypoints are a slightly different estimate (the
 # robot at another scale and offset in the input), and their per-keypoint median is more
 # accurate than any one: on 300 synthetic 640x480 validation frames (panda_val_640_b, shipped
-# model of session 5, before the threshold and pose weighting) 1 view gave PCK AUC 0.666 / ADD
-# AUC 0.456, 5 views 0.686 / 0.503, the 7 below 0.692 / 0.513 (docs/evaluation.md has the
-# test-set figures). Tighter crops than the single view's 1.5 margin help once several are
-# pooled. Each view is a network pass: 7 views run at about a third of the frame rate, so the
-# default stays 1 (the live node's 30 frames/s) and the accurate setting serves static cameras
-# and offline calibration. The 1-view set's half-arm fallback (robots too large for the whole
-# crop to magnify) added PCK AUC 0.007 and ADD AUC 0.004 over 450 validation frames.
+# model of session 5) 1 view gave PCK AUC 0.666 / ADD AUC 0.456, 5 views 0.686 / 0.503, the 7
+# below 0.692 / 0.513 (docs/evaluation.md has the test-set figures). Tighter crops than the
+# single view's 1.5 margin help once several are pooled. Each view is a network pass: 7 views
+# run at about a third of the frame rate, so the default stays 1 (the live node's 30 frames/s)
+# and the accurate setting serves static cameras and offline calibration.
 _SHIFT = 0.05
 ZOOM_VIEWS = {
-    # one crop; for a robot too large for it to magnify, one around each half of the arm instead
-    1: (ZoomView(), ZoomView(part="base", fallback=True), ZoomView(part="tip", fallback=True)),
+    1: (ZoomView(),),
     5: (ZoomView(1.3), ZoomView(1.2, (_SHIFT, -_SHIFT)), ZoomView(1.2, (-_SHIFT, _SHIFT)),
         ZoomView(1.4, (_SHIFT, _SHIFT)), ZoomView(1.4, (-_SHIFT, -_SHIFT))),
 }
