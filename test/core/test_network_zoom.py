@@ -170,3 +170,15 @@ def test_views_pool_by_median_and_half_views_count_only_for_their_keypoints():
     # candidates: the first whole view's, moved to the image, strongest at the pooled position
     np.testing.assert_allclose(out.candidates[0][0, :2], out.uv[0])
     np.testing.assert_allclose(out.candidates[2][0, :2], out.uv[2])
+
+
+def test_pooled_median_equals_numpys_nanmedian():
+    from dream_ros.network.detector import _median_of_found
+    rng = np.random.default_rng(0)
+    for views in (1, 2, 5, 7):
+        values = rng.normal(size=(views, 6, 2))
+        missing = rng.random((views, 6)) < 0.4
+        missing[0] = False                       # every column has a finite row
+        values[missing] = np.nan
+        counts = np.isfinite(values[..., 0]).sum(axis=0)
+        np.testing.assert_allclose(_median_of_found(values, counts), np.nanmedian(values, axis=0))
