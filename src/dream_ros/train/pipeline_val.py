@@ -37,14 +37,14 @@ def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
     units = resolve_units("auto", ds.frames, robot)
     res = evaluate_frames(ds.frames, DetectorKeypoints(detector, names), robot, ds.K,
                           ds.image_size, units)
-    km = metrics.keypoint_pck(np.stack([r.uv_pred for r in res]),
-                              np.stack([r.truth.uv for r in res]), ds.image_size)
+    uv_pred = np.stack([r.uv_pred for r in res])
+    uv_gt = np.stack([r.truth.uv for r in res])
+    km = metrics.keypoint_pck(uv_pred, uv_gt, ds.image_size)
     am = metrics.add_metrics([r.add_m for r in res], [r.viable for r in res])
     pck, add = float(km.auc or 0.0), float(am.auc or 0.0)
     order = [names.index(n) for n in config.keypoint_names]
     per_keypoint = [row.get("median_px") for row in
-                    metrics.per_keypoint_table(names, np.stack([r.uv_pred for r in res]),
-                                               np.stack([r.truth.uv for r in res]), ds.image_size)]
+                    metrics.per_keypoint_table(names, uv_pred, uv_gt, ds.image_size)]
     return {"pipeline_pck_auc": pck, "pipeline_add_auc": add,
             "pipeline_median_px": float(km.median_px) if km.median_px is not None else float("nan"),
             "pipeline_score": pck + add,
