@@ -198,7 +198,7 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
     import numpy as np
     from .pnp import solve_pnp
     from .types import Detections
-    from .peak_selection import reselect_peaks
+    from .peak_selection import solve_choosing_peaks
     from .visualize import calibration_overlay, project
 
     raw = [np.ascontiguousarray(f[0]).tobytes() for f in stream]           # rgb8 message data
@@ -230,12 +230,11 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
             pc = pts @ camera_T_base[:3, :3].T + camera_T_base[:3, 3]
             uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
             uv = uv + rng.normal(0.0, 1.0, uv.shape)
-        sigma = found.sigma_px      # the node's weighting of the keypoints by the model's error
-        est = solve_pnp(pts, uv, K, point_sigma_px=sigma)
-        if not use_labels:          # the node's choice of peaks by the pose (peak_selection.py)
-            uv, est = reselect_peaks(pts, uv, found.candidates, est,
-                                     lambda u: solve_pnp(pts, u, K, point_sigma_px=sigma),
-                                     lambda p, T: project(p, T, K))
+        # as the node: keypoints weighed by the model's error, peaks chosen by the pose
+        sigma = found.sigma_px
+        uv, est = solve_choosing_peaks(pts, uv, None if use_labels else found.candidates,
+                                       lambda u: solve_pnp(pts, u, K, point_sigma_px=sigma),
+                                       lambda p, T: project(p, T, K))
         t.append(time.perf_counter())
         c1 = time.process_time()
         det = Detections(pipe.names, uv, np.ones(len(uv)), np.all(np.isfinite(uv), axis=1), (W, H))

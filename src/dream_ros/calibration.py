@@ -25,7 +25,7 @@ import yaml
 
 from . import frames
 from .errors import ConfigError, InputError
-from .peak_selection import reselect_peaks
+from .peak_selection import solve_choosing_peaks
 from .resources import load_yaml_file
 from .types import Detections, PoseEstimate
 
@@ -311,13 +311,11 @@ class Calibrator:
                              **self.pnp_options)
 
         uv_raw = np.where(np.asarray(det.detected, bool)[:, None], det.uv, np.nan)
-        est = solve(uv_raw)
-        if est.ok and det.candidates is not None:
-            chosen, est = reselect_peaks(points_3d, uv_raw, det.candidates, est, solve,
-                                         lambda p, T: project(p, T, K, dist))
-            if chosen is not uv_raw:
-                found = np.all(np.isfinite(chosen), axis=1)
-                det = dataclasses.replace(det, uv=chosen, detected=found)
+        chosen, est = solve_choosing_peaks(points_3d, uv_raw, det.candidates, solve,
+                                           lambda p, T: project(p, T, K, dist))
+        if chosen is not uv_raw:
+            found = np.all(np.isfinite(chosen), axis=1)
+            det = dataclasses.replace(det, uv=chosen, detected=found)
         if est.ok:
             est = self.check(est, points_3d)
         est.extras["keypoints_detected"] = det.num_detected

@@ -51,6 +51,16 @@ def nearest_candidates(projected: np.ndarray, uv: np.ndarray,
     return out
 
 
+def solve_choosing_peaks(points_3d: np.ndarray, uv: np.ndarray,
+                         candidates: Optional[List[np.ndarray]],
+                         solve: Callable[[np.ndarray], PoseEstimate],
+                         project: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                         gate_px: float = DEFAULT_GATE_PX) -> Tuple[np.ndarray, PoseEstimate]:
+    """(keypoints, estimate): ``solve(uv)``, then, when there are candidate peaks, the choice
+    among them by the pose (``reselect_peaks``). The node, ``eval`` and ``bench`` all use it."""
+    return reselect_peaks(points_3d, uv, candidates, solve(uv), solve, project, gate_px)
+
+
 def reselect_peaks(points_3d: np.ndarray, uv: np.ndarray, candidates: Optional[List[np.ndarray]],
                    estimate: PoseEstimate, solve: Callable[[np.ndarray], PoseEstimate],
                    project: Callable[[np.ndarray, np.ndarray], np.ndarray],

@@ -144,7 +144,7 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
     """Run the pipeline on every frame; ``keypoints(frame, rgb) -> (uv (K,2) NaN=missing, scores
     [, candidate peaks per keypoint [, per-keypoint sigma px]])``; with candidates the pose
     chooses among them as in the node (peak_selection.py), with sigmas it weighs them."""
-    from ..peak_selection import reselect_peaks
+    from ..peak_selection import solve_choosing_peaks
     from ..pnp import solve_pnp
     from ..visualize import project
     out: List[FrameResult] = []
@@ -167,13 +167,10 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
         truth = frame_truth(fr.uv_gt, fr.points_camera, units, pb)
         t4 = time.perf_counter()
         K_frame = fr.K if fr.K is not None else K
-        est = solve_pnp(truth.pnp_points, uv, K_frame, robust=robust, point_sigma_px=sigma)
-        if cands is not None:
-            uv, est = reselect_peaks(
-                truth.pnp_points, uv, cands, est,
-                lambda u: solve_pnp(truth.pnp_points, u, K_frame, robust=robust,
-                                    point_sigma_px=sigma),
-                lambda p, T: project(p, T, K_frame))
+        uv, est = solve_choosing_peaks(
+            truth.pnp_points, uv, cands,
+            lambda u: solve_pnp(truth.pnp_points, u, K_frame, robust=robust, point_sigma_px=sigma),
+            lambda p, T: project(p, T, K_frame))
         t5 = time.perf_counter()
         times.update(decode=t1 - t0, keypoints=t2 - t1, fk=t3 - t2, pnp=t5 - t4)
         times["total"] = times["decode"] + times["keypoints"] + times["fk"] + times["pnp"]
