@@ -23,7 +23,7 @@ import os
 import resource
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 STAGES = ("decode", "preprocess", "network", "peaks", "zoom", "fk", "pnp")
 W, H = 640, 480
@@ -41,8 +41,12 @@ def add_arguments(p) -> None:
                    "'none' to skip)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames per model (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
-                   help="backend for our model (auto: as the node, ONNX Runtime on the CPU)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "onnx-int8"),
+                   help="backend for our model (auto: as the node, ONNX Runtime on the CPU, int8 when "
+                   "the model has an int8 network)")
+    p.add_argument("--zoom-views", type=int, default=None,
+                   help="crops of our model's zoom pass (network/zoom.py ZOOM_VIEWS; default: "
+                   "the detector's, as the node's continuous mode)")
     p.add_argument("--json", action="store_true",
                    help="last line: the full result object (default: the headline figures)")
 
@@ -125,12 +129,14 @@ class _Pipeline(object):
     peak extraction, and the same mapping back to raw pixels."""
 
     def __init__(self, label: str, net, config, names: List[str], note: str = "",
-                 backend: str = "auto", threads: int = 2):
+                 backend: str = "auto", threads: int = 2, zoom_views: Optional[int] = None):
         from .network.detector import KeypointDetector
+        from .network.zoom import DEFAULT_ZOOM_VIEWS
         self.label, self.names, self.note = label, names, note
         self.params = sum(p.numel() for p in net.parameters())
+        self.zoom_views = DEFAULT_ZOOM_VIEWS if zoom_views is None else int(zoom_views)
         self.det = KeypointDetector((net, config), device="cpu", backend=backend,
-                                    num_threads=threads)
+                                    num_threads=threads, zoom_views=self.zoom_views)
         self.input_size = tuple(config.input_size)
         self.backend = self.det.backend
 
@@ -163,7 +169,8 @@ def _keypoint_frames(robot) -> List[str]:
     return [k.link for k in robot.config.keypoints]
 
 
-def _our_pipeline(model_arg: str, robot, backend: str, threads: int) -> _Pipeline:
+def _our_pipeline(model_arg: str, robot, backend: str, threads: int,
+                  zoom_views: Optional[int] = None) -> _Pipeline:
     from .network.model_file import ModelConfig, load_model
     names = list(robot.keypoint_names)
     try:
@@ -174,8 +181,9 @@ def _our_pipeline(model_arg: str, robot, backend: str, threads: int) -> _Pipelin
         net = cfg.build_network()
         note = "RANDOM weights: model %r not loadable (%s)" % (model_arg, str(exc)[:100])
     pipe = _Pipeline("ours (%s)" % cfg.arch, net, cfg, list(cfg.keypoint_names), note, backend,
-                     threads)
-    pipe.note += "; backend %s" % pipe.backend
+                     threads, zoom_views)
+    pipe.note += "; backend %s; %d zoom view%s" % (pipe.backend, pipe.zoom_views,
+                                                   "s" if pipe.zoom_views > 1 else "")
     return pipe
 
 
@@ -337,7 +345,7 @@ def run(args) -> int:
           % (source, torch.__version__, torch.get_num_threads(), os.cpu_count() or 0, load[0]),
           file=out)
     rows = []
-    ours = _our_pipeline(args.model, robot, args.backend, args.threads)
+    ours = _our_pipeline(args.model, robot, args.backend, args.threads, args.zoom_views)
     print("- %s: %s; %d frames" % (ours.label, ours.note, args.frames), file=out)
     out.flush()
     rows.append(_run(ours, robot, stream, args.frames, args.warmup))

@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "eval": ("dream_ros.evaluation.cli", "evaluate a model on NDDS datasets with DREAM's metrics"),
     "calibrate": ("dream_ros.offline", "calibrate offline from NDDS, an image folder or a rosbag"),
     "bench": ("dream_ros.bench", "per-stage latency and throughput benchmark"),
+    "quantize": ("dream_ros.network.quantize",
+                 "add an int8 copy of a model's network for fast CPU inference"),
 }
 
 

@@ -192,9 +192,11 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
     from dream_ros.train.export import build_net, export_run, _load
     from dream_ros.train.loop import train
     train(_cfg(tmp_path, max_steps=1, input_size=(320, 240)))
-    out = export_run(str(tmp_path / "run"), str(tmp_path / "m.pt"), card=str(tmp_path / "m.md"))
+    out = export_run(str(tmp_path / "run"), str(tmp_path / "m.pt"), card=str(tmp_path / "m.md"),
+                     int8_data=str(TINY))
     net, cfg = load_model(str(out))
     assert cfg.arch == "dream_tiny_s4" and cfg.input_size == (320, 240) and cfg.output_size == (80, 60)
+    assert cfg.onnx_int8 and "activation ranges from" in (tmp_path / "m.md").read_text()
     assert cfg.training["images_seen"] == 4 and cfg.training["commands"]
     assert cfg.preprocessing == "letterbox" and out.stat().st_size < 25 * 1024 * 1024
     ref = build_net(_load(str(tmp_path / "run"), "last"))
@@ -213,6 +215,8 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
     old = export_run(str(tmp_path / "run"), str(tmp_path / "old.pt"), card=str(tmp_path / "old.md"))
     default = BeliefMapCodec().refine_sigma
     assert load_model(str(old))[1].codec["refine_sigma"] == default
+    assert not load_model(str(old))[1].onnx_int8       # no 640x480 set known to the run
+    assert "none: fp32 only" in (tmp_path / "old.md").read_text()
     assert '"refine_sigma": %s' % default in (tmp_path / "old.md").read_text()
     # --init fine-tunes from the exported file: same arch, its weights and preprocessing
     import torch as _t

@@ -35,8 +35,9 @@ def add_arguments(p) -> None:
     p.add_argument("--overlays", type=int, default=4, help="overlay PNGs to write (default 4)")
     p.add_argument("--seed", type=int, default=0, help="noise seed for --noise-px")
     p.add_argument("--device", default="auto", help="network device (auto, cpu, cuda)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
-                   help="network backend (auto: ONNX Runtime for our nets on the CPU, as the node)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "onnx-int8"),
+                   help="network backend (auto, as the node: for our nets on the CPU ONNX Runtime, "
+                   "with the model's int8 network when it has one)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     add_detector_options(p)
 

@@ -27,7 +27,7 @@ from dream_ros.network.preprocess import Geometry, inside_image
 from dream_ros.network.zoom import DEFAULT_ZOOM_VIEWS, zoom_views as zoom_view_presets
 from dream_ros.types import Detections
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 # The zoom pass runs only when its crop magnifies the robot at least this much over the full
 # image: below that it costs a second forward pass for little change.
 ZOOM_MIN_GAIN = 1.2
@@ -63,9 +63,11 @@ class KeypointDetector:
 
     model: a model file path, a robot name (its shipped default) or DREAM .pth, or a
     ``(net, ModelConfig)`` pair. backend "onnx" runs on the CPU with ONNX Runtime (exported once,
-    cached under ``onnx_cache_dir`` or the temp dir); "auto" picks ONNX Runtime for our
-    architectures on the CPU (2-3x faster than eager torch here, scripts/bench_network.py) and
-    torch otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold,
+    cached under ``onnx_cache_dir`` or the temp dir); "onnx-int8" runs the model file's int8
+    network (``ModelConfig.onnx_int8``, network/quantize.py) with ONNX Runtime; "auto" picks the
+    int8 network when the model has one, else fp32 ONNX Runtime, for our architectures on the CPU
+    (2-3x faster than eager torch here, scripts/bench_network.py; int8 another 2.4x), and torch
+    otherwise (CUDA, DREAM's nets, preprocessing "none"). Codec overrides (threshold,
     ambiguity, peak_offset ...) replace the model's peak-extraction parameters. num_threads, when
     given, sets torch's (process-wide) and ONNX Runtime's CPU threads. channels_last: None = on for
     the CPU (measured faster for ours), off on CUDA. zoom: the second pass on robot-centred
@@ -108,9 +110,14 @@ class KeypointDetector:
         self._sigma_px = np.array(config.keypoint_sigma_px, dtype=np.float64) \
             if config.keypoint_sigma_px else None
         if backend == "auto":
-            backend = "onnx" if (pick_device(device).type == "cpu" and not config.is_dream
-                                 and self.preprocessor.mode != "none" and _have_onnxruntime()
-                                 ) else "torch"
+            backend = "torch"
+            if (pick_device(device).type == "cpu" and not config.is_dream
+                    and self.preprocessor.mode != "none" and _have_onnxruntime()):
+                backend = "onnx-int8" if config.onnx_int8 else "onnx"
+        if backend == "onnx-int8" and not config.onnx_int8:
+            raise ConfigError("backend 'onnx-int8' asked for, but the model has no int8 network: "
+                              "add one with `python -m dream_ros quantize --model M --data DIR`, "
+                              "or use backend 'onnx'")
         self.backend = backend
         self.zoom = (not config.is_dream and self.preprocessor.mode != "none") if zoom is None \
             else bool(zoom)
@@ -120,16 +127,20 @@ class KeypointDetector:
             raise ConfigError(str(exc))
         self.candidates = (0 if config.is_dream else DEFAULT_CANDIDATES) if candidates is None \
             else max(0, int(candidates))
-        self.device = torch.device("cpu") if backend == "onnx" else pick_device(device)
+        self.device = torch.device("cpu") if backend.startswith("onnx") else pick_device(device)
         self.channels_last = (self.device.type == "cpu") if channels_last is None else channels_last
         net = net.eval().float()
-        if backend == "onnx":
+        if backend in ("onnx", "onnx-int8"):
             from dream_ros.network.onnx_backend import OnnxRunner
             if self.preprocessor.mode == "none":
-                raise ConfigError("backend 'onnx' needs a fixed input size: preprocessing 'none' "
-                                  "varies with the image; use backend 'torch'")
-            self._onnx = OnnxRunner.from_network(net.cpu(), config.input_size,
-                                                 cache_dir=onnx_cache_dir, num_threads=num_threads)
+                raise ConfigError("backend %r needs a fixed input size: preprocessing 'none' "
+                                  "varies with the image; use backend 'torch'" % backend)
+            if backend == "onnx-int8":
+                self._onnx = OnnxRunner(config.onnx_int8, num_threads=num_threads)
+            else:
+                self._onnx = OnnxRunner.from_network(net.cpu(), config.input_size,
+                                                     cache_dir=onnx_cache_dir,
+                                                     num_threads=num_threads)
             self.net = None
         else:
             self._onnx = None

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
+from dream_ros.network.zoom import DEFAULT_ZOOM_VIEWS, ZOOM_VIEWS
 
-def add_detector_options(parser: argparse.ArgumentParser, zoom_views_default: int = 1) -> None:
+
+def add_detector_options(parser: argparse.ArgumentParser,
+                         zoom_views_default: int = DEFAULT_ZOOM_VIEWS) -> None:
     """The options; ``zoom_views_default`` is the zoom views this command uses when not given."""
     parser.add_argument("--threshold", type=float, default=None,
                         help="peak threshold (default: the model's)")
@@ -16,9 +19,10 @@ def add_detector_options(parser: argparse.ArgumentParser, zoom_views_default: in
                         "first (default: the model's; 0 keeps every peak)")
     parser.add_argument("--no-zoom", action="store_true",
                         help="one network pass (no second pass on a robot-centred crop)")
-    parser.add_argument("--zoom-views", type=int, default=zoom_views_default, choices=(1, 5, 7),
+    parser.add_argument("--zoom-views", type=int, default=zoom_views_default,
+                        choices=sorted(ZOOM_VIEWS),
                         help="crops the zoom pass pools per image (network/zoom.py): 7 is the "
-                        "most accurate, 1 about three times faster (default %d)"
+                        "most accurate, 1 the fastest (default %d)"
                         % zoom_views_default)
     parser.add_argument("--candidates", type=int, default=None, metavar="N",
                         help="peaks per keypoint the pose may choose from (peak_selection.py; "

@@ -5,7 +5,8 @@ loads with ``torch.load(weights_only=True)``, no pickled code)::
 
     {"format": "dream_ros.model", "version": 1,
      "config": ModelConfig.to_dict(),          # robot, keypoints, arch, input, codec, provenance...
-     "state_dict": {name: tensor}}             # floating tensors stored fp16 by default
+     "state_dict": {name: tensor},             # floating tensors stored fp16 by default
+     "onnx_int8": uint8 tensor}                # optional: the int8 network (network/quantize.py)
 
 Floating weights are cast back to fp32 on load. Shipped defaults live at
 ``models/<robot>_default.pt``; ``load_model("panda")`` loads that file.
@@ -15,6 +16,7 @@ in ``X.pth`` and its config in ``X.yaml`` beside it, every mapping written as ``
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections import OrderedDict
@@ -59,6 +61,9 @@ class ModelConfig:
     keypoint_sigma_px: List[float] = field(default_factory=list)
     source_format: str = FORMAT              # FORMAT or "dream"
     extra: Dict[str, Any] = field(default_factory=dict)     # e.g. DREAM's full YAML config
+    # the network quantized to int8 as serialised ONNX (network/quantize.py); empty: none. The
+    # detector runs it with ONNX Runtime on the CPU.
+    onnx_int8: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
@@ -77,6 +82,10 @@ class ModelConfig:
                               f"({sorted(NETWORK_INFO)}) nor DREAM's ({list(DREAM_ARCHS)})")
         BeliefMapCodec.from_dict(self.codec)   # validates
         self.keypoint_sigma_px = [float(v) for v in self.keypoint_sigma_px]
+        if not isinstance(self.onnx_int8, (bytes, bytearray)):
+            raise ConfigError(f"model config onnx_int8 must be bytes (serialised ONNX), got "
+                              f"{type(self.onnx_int8).__name__}")
+        self.onnx_int8 = bytes(self.onnx_int8)
         if self.keypoint_sigma_px and (len(self.keypoint_sigma_px) != len(self.keypoint_names)
                                        or not all(v > 0 for v in self.keypoint_sigma_px)):
             raise ConfigError(f"model config keypoint_sigma_px needs {len(self.keypoint_names)} "
@@ -103,7 +112,9 @@ class ModelConfig:
         return build_network(self.arch, self.num_keypoints)
 
     def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
+        """Plain fields; the int8 network is left out (save_model stores it as raw bytes)."""
+        d = asdict(dataclasses.replace(self, onnx_int8=b""))
+        del d["onnx_int8"]
         for k in ("input_size", "output_size", "mean", "std"):
             d[k] = list(d[k])
         return d
@@ -143,6 +154,10 @@ def save_model(path: Union[str, Path], net: nn.Module, config: ModelConfig,
         v = v.detach().cpu()
         sd[k] = v.half() if (fp16 and v.is_floating_point()) else v.clone()
     blob = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": sd}
+    if config.onnx_int8:
+        # a uint8 tensor: pickled bytes would grow by half (latin-1 text) and an empty one is
+        # refused by torch.load(weights_only=True)
+        blob["onnx_int8"] = torch.frombuffer(bytearray(config.onnx_int8), dtype=torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, lambda tmp: torch.save(blob, tmp))
     return path
@@ -161,6 +176,9 @@ def load_model(path_or_robot: Union[str, Path], device: Union[str, torch.device]
                               f"this code understands ({VERSION})")
         config = ModelConfig.from_dict(blob["config"])
         state = blob["state_dict"]
+        int8 = blob.get("onnx_int8")
+        if isinstance(int8, torch.Tensor) and int8.dtype == torch.uint8 and int8.numel():
+            config.onnx_int8 = int8.numpy().tobytes()
     elif (isinstance(blob, dict) and blob
           and all(isinstance(v, torch.Tensor) for v in blob.values())):
         config = dream_config_from_yaml(_dream_yaml_path(path))
@@ -386,11 +404,21 @@ def save_dream_model(pth_path: Union[str, Path], net: nn.Module, config: ModelCo
     return pth
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)    # mkstemp makes 0600 files; a model is for every user
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

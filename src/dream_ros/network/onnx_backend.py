@@ -56,7 +56,8 @@ def export_onnx(net: nn.Module, path: Union[str, Path], input_size: Sequence[int
 class OnnxRunner:
     """Runs an exported network with ONNX Runtime: ``run(x float32 (B,3,H,W)) -> (B,K,h,w)``."""
 
-    def __init__(self, onnx_path: Union[str, Path], num_threads: Optional[int] = None):
+    def __init__(self, onnx_model: Union[str, Path, bytes], num_threads: Optional[int] = None):
+        """``onnx_model``: a file or serialised ONNX bytes (e.g. a model file's int8 network)."""
         try:
             import onnxruntime as ort
         except ImportError as exc:   # listed in requirements.txt; missing only in odd installs
@@ -69,9 +70,16 @@ class OnnxRunner:
         # no busy-waiting between ops: on a shared, busy machine spinning threads steal the cores
         # the other thread needs (measured: lower median latency with spinning off under load)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        in_memory = isinstance(onnx_model, (bytes, bytearray))
+        self.path = None if in_memory else Path(onnx_model)
+        try:
+            self.session = ort.InferenceSession(bytes(onnx_model) if in_memory else str(self.path),
+                                                sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:    # ORT raises its own types for corrupt or foreign models
+            raise ConfigError("ONNX Runtime cannot load the network %s: %s"
+                              % ("(in the model file)" if in_memory else self.path,
+                                 str(exc).strip()[:300]))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

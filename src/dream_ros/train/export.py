@@ -77,10 +77,12 @@ def build_net(state: Dict[str, Any]):
 
 
 def export_run(run_or_ckpt: str, to: str, which: str = "best", card: Optional[str] = None,
-               extra_metrics: Optional[str] = None, sigma_data: Optional[str] = None) -> Path:
+               extra_metrics: Optional[str] = None, sigma_data: Optional[str] = None,
+               int8_data: Optional[str] = None) -> Path:
     state = _load(run_or_ckpt, which)
     net = build_net(state)
     state["keypoint_sigma_px"] = keypoint_sigma(state, net, sigma_data)
+    state["int8"] = int8_network(state, net, int8_data or sigma_data)
     metrics = {("val_" + k if not k.startswith("val") else k): v
                for k, v in (state.get("metrics") or {}).items()
                if k not in ("images_seen", "epoch", "wall_hours", "n_frames")}
@@ -142,6 +144,25 @@ def keypoint_sigma(state: Dict[str, Any], net, sigma_data: Optional[str] = None)
                          ["pipeline_keypoint_median_px"])
 
 
+def int8_network(state: Dict[str, Any], net, data: Optional[str] = None) -> Dict[str, Any]:
+    """{"onnx": int8 ONNX bytes, "data": DIR, "inputs": N} calibrated on ``data`` (default: the
+    run's pipeline validation set, if on this machine); {} for data "none" or none found."""
+    from ..network.quantize import calibration_inputs, quantize_network
+    if data is None:
+        data = (state.get("train_config") or {}).get("val_pipeline_data")
+        if not data or not Path(data).is_dir():
+            print("no 640x480 set to calibrate an int8 network on: the model gets none "
+                  "(add one later with `python -m dream_ros quantize`)")
+            return {}
+    elif data == "none":
+        return {}
+    elif not Path(data).is_dir():
+        raise InputError("--int8-data %s is not a directory" % data)
+    cfg = model_config(state)
+    inputs = calibration_inputs(cfg, data)
+    return {"onnx": quantize_network(net, cfg, inputs), "data": str(data), "inputs": len(inputs)}
+
+
 def _usable_sigma(values) -> List[float]:
     """[] unless every keypoint has a positive finite error (one never found: no weighting)."""
     v = [float(x) if x is not None else float("nan") for x in values]
@@ -164,7 +185,8 @@ def model_config(state: Dict[str, Any], training=None, metrics=None):
         output_size=tuple(state["output_size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
         preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
         codec=_current_codec(state), training=training or {}, metrics=metrics or {},
-        keypoint_sigma_px=list(state.get("keypoint_sigma_px") or []))
+        keypoint_sigma_px=list(state.get("keypoint_sigma_px") or []),
+        onnx_int8=(state.get("int8") or {}).get("onnx", b""))
 
 
 def _save(out: Path, net, state, prov, metrics) -> None:
@@ -209,6 +231,10 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
         "| keypoint errors the pose weighs by (px, median on validation) | %s |"
         % (", ".join("%.2f" % v for v in state.get("keypoint_sigma_px") or [])
            or "none: all alike"),
+        "| int8 network (ONNX Runtime, CPU) | %s |" % (
+            "%.2f MB, activation ranges from %d inputs of `%s` (frames and zoom crops)"
+            % (len(state["int8"]["onnx"]) / 1e6, state["int8"]["inputs"], state["int8"]["data"])
+            if state.get("int8") else "none: fp32 only"),
         "| images seen (cumulative) | %s |" % _with_init(prov, "images_seen", "%d"),
         "| training time (cumulative wall clock) | %s on a 2-core CPU shared with rendering |"
         % _with_init(prov, "wall_hours", "%.2f h"),
