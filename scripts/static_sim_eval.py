@@ -25,7 +25,7 @@ W = int(sys.argv[2]) if len(sys.argv) > 2 else 640
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 80
 VIEWS = zoom_views_for("static", int(sys.argv[4]) if len(sys.argv) > 4 else 0)
 sim = SimCamera(width=W, height=W * 3 // 4, camera_position=(1.3, 0.6, 0.8), look_at=(0.1, 0, 0.45))
-cal = Calibrator(sim.robot, build_detector(model, sim.robot, "cpu", "torch", 1, VIEWS),
+cal = Calibrator(sim.robot, build_detector(model, sim.robot, "cpu", "auto", 1, VIEWS),
                  mode="static")
 outcomes, errs = Counter(), []
 offsets = {name: [] for name in sim.robot.keypoint_names}

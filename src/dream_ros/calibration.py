@@ -259,7 +259,7 @@ class Calibrator:
             return det, result
         # Static mode: a frame whose own PnP failed (e.g. 3 keypoints) still constrains the
         # shared pose; the multi-frame solver gates frames against the joint estimate itself.
-        return det, self._static_step(points_3d, uv, K, result, accumulate, det.sigma_px)
+        return det, self._static_step(points_3d, uv, K, result, accumulate)
 
     def _keypoints_3d(self, joints) -> np.ndarray:
         if isinstance(joints, dict):
@@ -358,8 +358,8 @@ class Calibrator:
         return est
 
     # -- static mode ---------------------------------------------------------------------------
-    def _static_step(self, points_3d, uv, K, single: PoseEstimate, accumulate: bool,
-                     sigma_px: Optional[np.ndarray] = None) -> PoseEstimate:
+    def _static_step(self, points_3d, uv, K, single: PoseEstimate,
+                     accumulate: bool) -> PoseEstimate:
         if self._frozen is not None and not single.ok:
             out = self._copy(self._frozen)      # no pose of its own: nothing to check
             out.extras["single_frame"] = single
@@ -387,8 +387,7 @@ class Calibrator:
             return out
         solver = self._solver_for(K)
         valid = np.all(np.isfinite(uv), axis=1)
-        agg = solver.add_frame(points_3d[valid], uv[valid], point_sigma_px=None
-                               if sigma_px is None else np.asarray(sigma_px)[valid])
+        agg = solver.add_frame(points_3d[valid], uv[valid])
         if not agg.ok:
             out = agg if single.ok else single  # the frame's own failure says more
             out.extras["single_frame"] = single

@@ -11,9 +11,7 @@ alone (``solve_pnp``, robust), then the joint problem over the frames kept (a bo
    max(frame_gate_px, frame_gate_factor x the median over frames) (wrong joint readings, a frame
    out of sync, a badly wrong detection set); a point is an outlier above point_gate_px;
 4. a plain Levenberg-Marquardt solve (OpenCV) over the inliers: the maximum-likelihood pose under
-   Gaussian pixel noise, with its covariance. When the frames come with each keypoint's expected
-   pixel error (the model's, ``Detections.sigma_px``) each residual is divided by it, as in
-   ``solve_pnp``: the wrist's 8 px keypoints then weigh less than the 2-3 px ones.
+   Gaussian pixel noise, with its covariance.
 
 Frames whose own PnP failed (fewer than 4 keypoints seen, ...) still contribute their points once
 an estimate exists. Convergence: at least ``min_frames`` inlier frames, the joint estimate moved
@@ -39,20 +37,18 @@ from scipy.optimize import least_squares
 
 from .errors import InputError
 from .pnp import (LM_CRITERIA, MAX_SIGMA_FLOOR_PX, check_camera, check_correspondences,
-                  number_option, pose_covariance, refine_weighted, solve_pnp)
+                  number_option, pose_covariance, solve_pnp)
 from .types import PoseEstimate
 
 
 class _Frame(object):
-    __slots__ = ("id", "p3", "p2", "sigma", "rows", "all_p3", "all_p2", "all_rows", "n_given",
-                 "single", "position", "rotation")
+    __slots__ = ("id", "p3", "p2", "rows", "all_p3", "all_p2", "all_rows", "n_given", "single",
+                 "position", "rotation")
 
-    def __init__(self, frame_id, p3, p2, sigma, rows, n_given, single):
-        # p3/p2/sigma: the correspondences this frame brings to the joint solve (its present rows,
-        # minus the ones its own robust PnP rejected) and their expected pixel errors (None: all
-        # alike); rows: their indices in the frame's input.
+    def __init__(self, frame_id, p3, p2, rows, n_given, single):
+        # p3/p2: the correspondences this frame brings to the joint solve (its present rows,
+        # minus the ones its own robust PnP rejected); rows: their indices in the frame's input.
         self.id, self.p3, self.p2, self.rows, self.n_given = frame_id, p3, p2, rows, n_given
-        self.sigma = sigma
         self.all_p3, self.all_p2, self.all_rows = p3, p2, rows     # every present row
         self.single = single
         self.position = self.rotation = None
@@ -178,30 +174,21 @@ class MultiFrameSolver(object):
         return len(self._frames)
 
     # ------------------------------------------------------------------ adding frames
-    def add_frame(self, points_3d, points_2d, point_sigma_px=None) -> PoseEstimate:
-        """Adds one frame (points_3d (N,3) base frame, points_2d (N,2) raw px, NaN rows missing;
-        point_sigma_px (N,) each point's expected pixel error or None) and returns the joint
-        estimate over the frames kept so far."""
+    def add_frame(self, points_3d, points_2d) -> PoseEstimate:
+        """Adds one frame (points_3d (N,3) base frame, points_2d (N,2) raw px, NaN rows missing)
+        and returns the joint estimate over the frames kept so far."""
         p3_all, p2_all, valid = check_correspondences(points_3d, points_2d)
-        sigma = None
-        if point_sigma_px is not None:
-            sigma = np.asarray(point_sigma_px, dtype=float).reshape(-1)
-            if len(sigma) != len(valid) or not np.all(np.isfinite(sigma) & (sigma > 0)):
-                raise InputError("point_sigma_px needs %d positive finite values, got %s"
-                                 % (len(valid), point_sigma_px))
         single = solve_pnp(p3_all, p2_all, self.K, self.dist, robust=self.robust,
                            ransac_reprojection_px=self.ransac_reprojection_px,
-                           point_sigma_px=sigma, **self.pnp_options)
+                           **self.pnp_options)
         rows = np.flatnonzero(valid)
-        frame = _Frame(self._next_id, p3_all[rows], p2_all[rows],
-                       None if sigma is None else sigma[rows], rows, len(valid), single)
+        frame = _Frame(self._next_id, p3_all[rows], p2_all[rows], rows, len(valid), single)
         self._next_id += 1
         if len(rows):
             if single.ok and single.inliers is not None:
                 keep = single.inliers[rows]   # the frame's own outliers never enter the joint solve
                 if np.any(~keep):
                     frame.p3, frame.p2, frame.rows = frame.p3[keep], frame.p2[keep], rows[keep]
-                    frame.sigma = None if frame.sigma is None else frame.sigma[keep]
             self._frames.append(frame)
         est = self._solve(frame, single)
         self.estimate = est
@@ -256,24 +243,20 @@ class MultiFrameSolver(object):
         point_ok = (err <= self.point_gate_px) & np.repeat(frame_ok, counts)
         return err, frame_ok, point_ok, gate
 
-    def _refine(self, x, p3, p2, counts, sigma=None):
-        """Gating on residuals under the joint pose, then an LM over the inliers (residuals
-        divided by ``sigma`` when given), until the inlier set stops changing (the refined pose
-        can re-admit points or expose outliers). Returns (x, err, frame_ok, point_ok, gate)."""
+    def _refine(self, x, p3, p2, counts):
+        """Gating on residuals under the joint pose, then a plain LM over the inliers, until the
+        inlier set stops changing (the refined pose can re-admit points or expose outliers).
+        Returns (x, err, frame_ok, point_ok, gate)."""
         previous = None
         for _ in range(4):
             err, frame_ok, point_ok, gate = self._gate(x, p3, p2, counts)
             if point_ok.sum() < 4 or (previous is not None and np.array_equal(point_ok, previous)):
                 break
             previous = point_ok
-            if sigma is None:
-                rvec, tvec = cv2.solvePnPRefineLM(p3[point_ok], p2[point_ok], self.K, self.dist,
-                                                  x[:3].reshape(3, 1).copy(),
-                                                  x[3:].reshape(3, 1).copy(), LM_CRITERIA)
-            else:
-                rvec, tvec = refine_weighted(p3[point_ok], p2[point_ok], self.K, self.dist,
-                                             x[:3], x[3:], sigma[point_ok])
-            x_new = np.concatenate([np.ravel(rvec), np.ravel(tvec)])
+            rvec, tvec = cv2.solvePnPRefineLM(p3[point_ok], p2[point_ok], self.K, self.dist,
+                                              x[:3].reshape(3, 1).copy(),
+                                              x[3:].reshape(3, 1).copy(), LM_CRITERIA)
+            x_new = np.concatenate([rvec.ravel(), tvec.ravel()])
             if not np.all(np.isfinite(x_new)):
                 break
             x = x_new
@@ -294,9 +277,6 @@ class MultiFrameSolver(object):
         p3 = np.concatenate([f.p3 for f in frames])
         p2 = np.concatenate([f.p2 for f in frames])
         counts = np.array([len(f.p3) for f in frames])
-        # weighted only when every frame brings its points' errors (one model for the stream)
-        sigma = (np.concatenate([f.sigma for f in frames])
-                 if all(f.sigma is not None for f in frames) else None)
         if self._x is not None and (self._settled or self._fits(self._x, latest)):
             # An estimate that many frames agree on (or that the new frame agrees with) is a
             # good start: the gating decides about the new frame; no robust re-solve.
@@ -307,7 +287,7 @@ class MultiFrameSolver(object):
             starts = [self._robust_solve(x0, p3, p2) for x0 in self._initial_xs()]
         best = None
         for x0 in starts:
-            cand = self._refine(x0, p3, p2, counts, sigma)
+            cand = self._refine(x0, p3, p2, counts)
             cost = self._msac(cand[1])
             if best is None or cost < best[0]:
                 best = (cost, cand)

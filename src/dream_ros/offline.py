@@ -245,8 +245,7 @@ class OfflineCalibration:
             self.skipped_other_K += 1   # one calibration per camera: frames with other K are left out
             return
         ok = np.asarray(det.detected, bool) & np.all(np.isfinite(det.uv), axis=1)
-        self.solver.add_frame(pts[ok], det.uv[ok],
-                              point_sigma_px=None if det.sigma_px is None else det.sigma_px[ok])
+        self.solver.add_frame(pts[ok], det.uv[ok])
 
     @property
     def multiframe(self):

@@ -129,7 +129,7 @@ def _refine(p3, p2, K, dist, rvec, tvec):
     return rvec.reshape(3), tvec.reshape(3)
 
 
-def refine_weighted(p3, p2, K, dist, rvec, tvec, sigma, iterations=LM_CRITERIA[1]):
+def _refine_weighted(p3, p2, K, dist, rvec, tvec, sigma, iterations=LM_CRITERIA[1]):
     """Levenberg-Marquardt on reprojection errors divided by each point's ``sigma`` (px), from
     (rvec, tvec). Written out because OpenCV's PnP refinements weigh every point alike, and
     scipy's least_squares costs 0.7 ms per call in set-up alone, which the live frame rate
@@ -427,7 +427,7 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
             return fail("too_few_inliers", "only %d of %d keypoints reproject within %.1f px "
                         "(%d needed)" % (mask.sum(), n, inlier_px, need))
     if point_sigma_px is not None and mask.sum() >= 4:
-        rvec, tvec = refine_weighted(p3[mask], p2[mask], K, dist, rvec, tvec,
+        rvec, tvec = _refine_weighted(p3[mask], p2[mask], K, dist, rvec, tvec,
                                       point_sigma_px[idx][mask])
         err = np.linalg.norm(project(p3, rvec, tvec, K, dist) - p2, axis=1)
     T = np.eye(4)
