@@ -230,10 +230,14 @@ class DreamNode:
             self._timers.append(rospy.Timer(
                 rospy.Duration(1.0 / max(float(p["static_tf_rate"]), 0.1)), self._static_tf_tick,
                 reset=True))
-        rospy.loginfo("dream_node: robot %s, model %s, mode %s, image %s (%s), camera_info %s, "
-                      "joint_states %s, base frame %s"
-                      % (self.robot.config.name, self.model_name, p["mode"], self.image_topic,
-                         p["image_transport"], self.info_topic, self.joint_topic, self.base_frame))
+        rospy.loginfo("dream_node: robot %s, model %s (backend %s, %s zoom views), mode %s, "
+                      "image %s (%s), camera_info %s, joint_states %s, base frame %s"
+                      % (self.robot.config.name, self.model_name,
+                         getattr(self.detector, "backend", "?"),
+                         len(self.detector.zoom_views) if getattr(self.detector, "zoom", False)
+                         else "no",
+                         p["mode"], self.image_topic, p["image_transport"], self.info_topic,
+                         self.joint_topic, self.base_frame))
 
     # ------------------------------------------------------------------------------ parameters
     def _read_params(self) -> dict:
