@@ -42,8 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed frames per model (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "onnx-int8"),
-                   help="backend for our model (auto: as the node, ONNX Runtime on the CPU, int8 when "
-                   "the model has an int8 network)")
+                   help="backend for our model (auto: as the node, ONNX Runtime on the CPU, "
+                   "int8 when the model has an int8 network)")
     p.add_argument("--zoom-views", type=int, default=None,
                    help="crops of our model's zoom pass (network/zoom.py ZOOM_VIEWS; default: "
                    "the detector's, as the node's continuous mode)")

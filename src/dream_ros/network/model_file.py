@@ -62,7 +62,8 @@ class ModelConfig:
     source_format: str = FORMAT              # FORMAT or "dream"
     extra: Dict[str, Any] = field(default_factory=dict)     # e.g. DREAM's full YAML config
     # the network quantized to int8 as serialised ONNX (network/quantize.py); empty: none. The
-    # detector runs it with ONNX Runtime on the CPU.
+    # detector runs it with ONNX Runtime on the CPU. A copy of the weights when it was made:
+    # training exports and `quantize` make a new one; fine-tuning starts without.
     onnx_int8: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:

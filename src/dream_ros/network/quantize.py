@@ -111,7 +111,7 @@ def add_int8(model: str, data_dir: str, to: Optional[str] = None,
             % (len(inputs), data_dir, len(config.onnx_int8) / 1e6), "written: %s" % dest]
 
 
-# ------------------------------------------------------------------ CLI: python -m dream_ros quantize
+# ------------------------------------------------------------- CLI: python -m dream_ros quantize
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="our model file (or robot name) to quantize")
     p.add_argument("--data", required=True,
