@@ -2,9 +2,10 @@
 
 ONNX Runtime's ``quantize_static`` (QDQ format, weights int8 per output channel, activations
 uint8 with MinMax ranges) turns the exported fp32 network into one whose convolutions run as int8
-(VNNI/AVX2 kernels): on this machine the shipped Panda net runs a 320x240 frame in 3.8 ms against
-9.2 ms in fp32. On the 450 validation frames (panda_val_640, _b) the full pipeline scored
-PCK AUC 0.671 / ADD AUC 0.502 against fp32's 0.673 / 0.502. Percentile ranges lost 0.02 ADD AUC.
+(VNNI/AVX2 kernels): on this machine the shipped Panda net runs a 320x240 frame in 3.6 ms against
+8.2 ms in fp32. On the 450 validation frames (panda_val_640, _b) the full pipeline scored
+PCK AUC 0.673 / ADD AUC 0.494 against fp32's 0.673 / 0.502 (1 zoom crop; within the noise of
+those frames). Percentile ranges lost 0.02 ADD AUC (docs/evaluation.md, session 7).
 
 The activation ranges come from calibration inputs that look like what the detector feeds the
 net: whole 640x480 frames of a rendered set, and crops around their robots as the zoom pass makes
@@ -22,7 +23,7 @@ import numpy as np
 
 from dream_ros.errors import ConfigError, InputError
 
-# frames of the calibration set used, and how many inputs each gives (frame + zoom crops)
+# frames drawn from the calibration set; each gives up to 4 inputs (itself and 3 zoom crops)
 DEFAULT_CALIBRATION_FRAMES = 60
 
 
