@@ -43,9 +43,19 @@ def test_bench_reports_stages_and_ratio_to_vgg_q(capsys):
 
 def test_bench_without_dream_has_null_ratio(capsys):
     assert main(["bench", "--frames", "1", "--warmup", "0", "--dream-archs", "none"]) == 0
-    res, _ = _last_json(capsys)
+    res, lines = _last_json(capsys)
     assert res["vgg_q_fps"] is None and res["speedup_vs_vgg_q"] is None
     assert res["default_fps"] > 0
+    # the shipped model runs as the node runs it: its int8 network, the default zoom crops
+    assert "backend onnx-int8; 2 zoom views" in "\n".join(lines)
+
+
+def test_bench_times_the_backend_and_crops_asked_for(capsys):
+    assert main(["bench", "--frames", "1", "--warmup", "0", "--dream-archs", "none",
+                 "--backend", "onnx", "--zoom-views", "7"]) == 0
+    assert "backend onnx; 7 zoom views" in capsys.readouterr().out
+    assert main(["bench", "--frames", "1", "--dream-archs", "none", "--zoom-views", "4"]) == 2
+    assert "zoom views" in capsys.readouterr().err
 
 
 def test_bench_rejects_bad_counts(capsys):
