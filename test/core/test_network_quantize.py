@@ -97,3 +97,7 @@ def test_quantize_command_adds_it_in_place(tmp_path, capsys):
     torch.testing.assert_close(net2.state_dict(), net.state_dict(), atol=1e-3, rtol=1e-3)
     assert main(["quantize", "--model", str(path), "--data", str(tmp_path / "gone")]) == 2
     assert "not found" in capsys.readouterr().err
+    free = save_model(tmp_path / "free.pt", net, ModelConfig.from_dict(
+        dict(cfg.to_dict(), preprocessing="none")))
+    assert main(["quantize", "--model", str(free), "--data", str(TINY)]) == 2
+    assert "fixed input size" in capsys.readouterr().err

@@ -104,6 +104,9 @@ def add_int8(model: str, data_dir: str, to: Optional[str] = None,
     if config.is_dream:
         raise ConfigError("int8 networks are made for our architectures; DREAM's models run as "
                           "DREAM's (torch, fp32)")
+    if config.preprocessing == "none":
+        raise ConfigError("an int8 network needs a fixed input size: preprocessing 'none' "
+                          "feeds the net images of any size")
     inputs = calibration_inputs(config, data_dir, frames)
     config.onnx_int8 = quantize_network(net, config, inputs)
     dest = Path(to) if to else resolve_model_path(model)
