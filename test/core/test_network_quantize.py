@@ -53,8 +53,15 @@ def test_calibration_takes_frames_and_zoom_crops(quantized):
 def test_int8_network_is_quantized_and_tracks_fp32(quantized):
     import onnx
     net, cfg, inputs, data = quantized
-    ops = {n.op_type for n in onnx.load_from_string(data).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load_from_string(data).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    # the output head stays fp32: its convolutions take their weights straight from fp32
+    # initializers, the others from DequantizeLinear
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    head = [n for n in convs if n.name.startswith("/head/")]
+    assert len(head) == 2 and all(n.input[1] in floats for n in head)
+    assert all(n.input[1] not in floats for n in convs if n not in head)
     x = inputs[:3]
     fp32 = net(torch.from_numpy(x)).detach().numpy()
     int8 = OnnxRunner(data, num_threads=1).run(x)
