@@ -32,23 +32,21 @@ def calibration_inputs(config, data_dir, frames: int = DEFAULT_CALIBRATION_FRAME
     """float32 (N,3,H,W) normalised network inputs from an NDDS set: per frame the whole image
     and the zoom pass's crops around its labelled keypoints (the whole robot, each half)."""
     from dream_ros.data.ndds import NddsDataset
-    from dream_ros.network.zoom import ZOOM_VIEWS, crop_box, crop_image
+    from dream_ros.network.zoom import ZOOM_VIEWS, crop_box, crop_image, labels_on_image
     ds = NddsDataset(data_dir, robot_name=config.robot, keypoint_names=config.keypoint_names)
     if len(ds) == 0:
         raise InputError("calibration set %s has no frames" % data_dir)
     pre = config.make_preprocessor()
     aspect = config.input_size[0] / config.input_size[1]
-    views = (ZOOM_VIEWS[1][0],) + ZOOM_VIEWS[7][-2:]          # whole robot, base half, tip half
+    views = ZOOM_VIEWS[3]                          # the whole robot, the base half, the tip half
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(ds), size=min(int(frames), len(ds)), replace=False)
     inputs = []
     for i in sorted(pick):
         rgb, frame = ds.load_image(int(i)), ds[int(i)]
         inputs.append(pre(rgb)[0])
-        h, w = rgb.shape[:2]
         uv = frame.projected
-        on = np.all(np.isfinite(uv), axis=1) & (uv[:, 0] >= 0) & (uv[:, 0] < w) \
-            & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        on = labels_on_image(uv, (rgb.shape[1], rgb.shape[0]))
         for view in views:
             idx = view.keypoints(len(uv))
             box = crop_box(uv[idx[on[idx]]], aspect, view.margin, centre_shift=view.centre_shift)

@@ -107,6 +107,13 @@ def crop_image(image: np.ndarray, box: Tuple[int, int, int, int], fill: int = PA
     return out
 
 
+def labels_on_image(xy: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """(N,) True for labelled keypoints (N,2) inside a (width, height) image, [0, W) x [0, H)."""
+    w, h = size
+    return np.all(np.isfinite(xy), axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) \
+        & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+
+
 # share of training crops around one half of the chain (the zoom pass's half views)
 HALF_CROP_SHARE = 0.3
 
@@ -121,8 +128,7 @@ def random_training_crop(image: np.ndarray, xy: np.ndarray, aspect: float,
     """
     H, W = image.shape[:2]
     xy = np.asarray(xy, dtype=np.float32)
-    on = np.all(np.isfinite(xy), axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < W) \
-        & (xy[:, 1] >= 0) & (xy[:, 1] < H)
+    on = labels_on_image(xy, (W, H))
     framed = on
     if rng.random() < HALF_CROP_SHARE:
         half = np.zeros_like(on)
