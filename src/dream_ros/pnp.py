@@ -133,7 +133,7 @@ def _refine_weighted(p3, p2, K, dist, rvec, tvec, sigma, iterations=LM_CRITERIA[
     """Levenberg-Marquardt on reprojection errors divided by each point's ``sigma`` (px), from
     (rvec, tvec). Written out because OpenCV's PnP refinements weigh every point alike, and
     scipy's least_squares costs 0.7 ms per call in set-up alone, which the live frame rate
-    feels; this loop (OpenCV's analytic Jacobian, a 6x6 solve per step) takes about 0.1 ms."""
+    feels; this loop (OpenCV's analytic Jacobian, a 6x6 solve per step) takes about 0.2 ms."""
     w = np.repeat(1.0 / sigma, 2)
     x = np.r_[rvec, tvec].astype(np.float64)
 
