@@ -197,6 +197,7 @@ def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
     net, cfg = load_model(str(out))
     assert cfg.arch == "dream_tiny_s4" and cfg.input_size == (320, 240) and cfg.output_size == (80, 60)
     assert cfg.onnx_int8 and "activation ranges from" in (tmp_path / "m.md").read_text()
+    assert "--which last --int8-data %s" % TINY in (tmp_path / "m.md").read_text()
     assert cfg.training["images_seen"] == 4 and cfg.training["commands"]
     assert cfg.preprocessing == "letterbox" and out.stat().st_size < 25 * 1024 * 1024
     ref = build_net(_load(str(tmp_path / "run"), "last"))

@@ -205,6 +205,12 @@ def _export_source(checkpoint: str) -> str:
     return str(p.parent) if p.name in (ckpt.BEST, ckpt.LAST) else str(p)
 
 
+def _export_options(checkpoint: str, int8: Optional[Dict[str, Any]]) -> str:
+    """The --which and --int8-data options that export the same checkpoint and int8 network."""
+    opts = " --which last" if Path(checkpoint).name == ckpt.LAST else ""
+    return opts + (" --int8-data %s" % int8["data"] if int8 else " --int8-data none")
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "%.4f" % v
@@ -261,8 +267,9 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
     for c in prov["commands"]:
         lines.append("    %s" % c)
     lines += ["", "Export:", "",
-              "    python -m dream_ros train --export %s --to %s --card %s"
-              % (_export_source(prov["checkpoint"]), model_path, path),
+              "    python -m dream_ros train --export %s --to %s --card %s%s"
+              % (_export_source(prov["checkpoint"]), model_path, path,
+                 _export_options(prov["checkpoint"], state.get("int8"))),
               "", "## Validation history", "",
               "| images seen | hours | val PCK AUC (0-20 px) | median px | detected | val MSE |",
               "|---|---|---|---|---|---|"]
