@@ -28,6 +28,7 @@ from dream_ros.network.zoom import DEFAULT_ZOOM_VIEWS, zoom_views as zoom_view_p
 from dream_ros.types import Detections
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+ONNX_BACKENDS = ("onnx", "onnx-int8")
 # The zoom pass runs only when its crop magnifies the robot at least this much over the full
 # image: below that it costs a second forward pass for little change.
 ZOOM_MIN_GAIN = 1.2
@@ -127,10 +128,10 @@ class KeypointDetector:
             raise ConfigError(str(exc))
         self.candidates = (0 if config.is_dream else DEFAULT_CANDIDATES) if candidates is None \
             else max(0, int(candidates))
-        self.device = torch.device("cpu") if backend.startswith("onnx") else pick_device(device)
+        self.device = torch.device("cpu") if backend in ONNX_BACKENDS else pick_device(device)
         self.channels_last = (self.device.type == "cpu") if channels_last is None else channels_last
         net = net.eval().float()
-        if backend in ("onnx", "onnx-int8"):
+        if backend in ONNX_BACKENDS:
             from dream_ros.network.onnx_backend import OnnxRunner
             if self.preprocessor.mode == "none":
                 raise ConfigError("backend %r needs a fixed input size: preprocessing 'none' "
