@@ -29,8 +29,9 @@ class Detections:
     # (u, v) raw pixels and peak height, strongest first: for a choice by the robot's pose
     # (peak_selection.py); None when the detector does not report them
     candidates: Optional[List[np.ndarray]] = None
-    # (K,) the model's typical pixel error of each keypoint (its validation median), for the
-    # pose to weigh them by; None when the model file has none (DREAM's, older ones)
+    # (K,) the expected pixel error of each detection (the model's validation median for its
+    # keypoint, scaled by the peak's height: network/detector.py), for the pose to weigh them
+    # by; None when the model file has none (DREAM's, older ones)
     sigma_px: Optional[np.ndarray] = None
 
     @property

@@ -144,3 +144,16 @@ def test_dream_model_runs_through_detector_with_torch_backend():
     assert det.backend == "torch" and det.codec.refine == "mean5"
     out = det.detect(np.zeros((48, 64, 3), np.uint8), return_belief=True)
     assert out.belief_maps.shape == (3, 16, 16) and out.image_size == (64, 48)
+
+
+def test_a_low_peak_is_expected_to_be_less_accurate():
+    from dream_ros.network.detector import SCORE_POWER, SCORE_REF, detection_sigma_px
+    typical = np.array([2.0, 3.0, 4.0, 5.0])
+    scores = np.array([SCORE_REF, SCORE_REF / 2, 1.0, np.nan])
+    detected = np.array([True, True, True, False])
+    sigma = detection_sigma_px(typical, scores, detected)
+    assert sigma[0] == pytest.approx(2.0)                       # a typical peak: typical error
+    assert sigma[1] == pytest.approx(3.0 * 2 ** SCORE_POWER)    # half as high: much less sure
+    assert sigma[2] < 4.0                                       # higher than typical: surer
+    assert sigma[3] == 5.0                                      # not detected: left as it is
+    assert np.all(np.isfinite(detection_sigma_px(typical, np.zeros(4), np.ones(4, bool))))

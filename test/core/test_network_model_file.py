@@ -188,14 +188,15 @@ def test_our_file_round_trip_fp16(tmp_path):
 
 
 def test_keypoint_sigmas_travel_with_the_model_to_the_detections(tmp_path):
-    from dream_ros.network.detector import KeypointDetector
+    from dream_ros.network.detector import KeypointDetector, detection_sigma_px
     sigma = [2.0, 1.5, 3.0, 2.5, 5.0, 4.0, 3.5]
     cfg = ModelConfig.for_ours("panda", PANDA, PANDA, arch="dream_tiny_s4",
                                keypoint_sigma_px=sigma)
     path = save_model(tmp_path / "m.pt", build_network("dream_tiny_s4", 7), cfg)
     det = KeypointDetector(str(path), device="cpu", backend="torch").detect(
         np.zeros((240, 320, 3), np.uint8))
-    np.testing.assert_allclose(det.sigma_px, sigma)
+    np.testing.assert_allclose(det.sigma_px, detection_sigma_px(sigma, det.scores, det.detected))
+    np.testing.assert_allclose(det.sigma_px[~det.detected], np.array(sigma)[~det.detected])
     with pytest.raises(ConfigError, match="keypoint_sigma_px"):
         ModelConfig.for_ours("panda", PANDA, PANDA, arch="dream_tiny_s4", keypoint_sigma_px=[1.0])
     with pytest.raises(ConfigError, match="keypoint_sigma_px"):

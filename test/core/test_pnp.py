@@ -93,6 +93,49 @@ def test_point_sigmas_weigh_the_refinement():
     assert np.median(weighted) < 0.8 * np.median(plain)
 
 
+def test_cauchy_refinement_bounds_a_wrong_keypoints_pull():
+    # one keypoint 40 px off: the final refinement takes every point, but under Cauchy's loss the
+    # wrong one moves the pose far less than under least squares, and is still an outlier
+    rng = np.random.default_rng(31)
+    sigma = np.full(7, 2.0)
+    pull, pull_lsq = [], []
+    for trial in range(21):
+        p3, p2, T = random_view(rng, noise_px=0.5)
+        k = trial % 7
+        bad = p2.copy()
+        bad[k] += 40.0 * np.array([0.6, 0.8])
+        est = solve_pnp(p3, bad, K, point_sigma_px=sigma)
+        assert est.ok and not est.inliers[k] and est.inliers.sum() == 6, est.reason
+        keep = np.arange(7) != k
+        clean = solve_pnp(p3[keep], p2[keep], K, point_sigma_px=sigma[keep])
+        pull.append(pose_error(est.camera_T_base, clean.camera_T_base)[0])
+        lsq = solve_pnp(p3, bad, K, robust=False, point_sigma_px=sigma)
+        pull_lsq.append(pose_error(lsq.camera_T_base, clean.camera_T_base)[0])
+    assert np.median(pull) < 0.005
+    assert np.median(np.array(pull_lsq) / np.array(pull)) > 20
+
+
+def test_cauchy_refinement_is_least_squares_for_small_residuals_and_off_without_a_scale():
+    rng = np.random.default_rng(32)
+    sigma = np.array([0.5, 0.5, 3.0, 0.5, 3.0, 3.0, 0.5])
+    p3, p2, T = random_view(rng, noise_px=1.0)
+    # a huge scale: Cauchy's loss is least squares, so it agrees with the inliers-only solve
+    # (all 7 are inliers here)
+    lsq = solve_pnp(p3, p2, K, point_sigma_px=sigma, cauchy_scale=None)
+    assert lsq.inliers.all()
+    wide = solve_pnp(p3, p2, K, point_sigma_px=sigma, cauchy_scale=1e6)
+    np.testing.assert_allclose(wide.camera_T_base, lsq.camera_T_base, atol=1e-7)
+    # the default scale is a different estimate
+    assert not np.allclose(solve_pnp(p3, p2, K, point_sigma_px=sigma).camera_T_base,
+                           lsq.camera_T_base, atol=1e-7)
+    for off in (None, 0.0):
+        np.testing.assert_allclose(
+            solve_pnp(p3, p2, K, point_sigma_px=sigma, cauchy_scale=off).camera_T_base,
+            lsq.camera_T_base)
+    with pytest.raises(InputError, match="cauchy_scale"):
+        solve_pnp(p3, p2, K, point_sigma_px=sigma, cauchy_scale=-1.0)
+
+
 def test_point_sigmas_must_match_the_points():
     p3, p2, _ = random_view(np.random.default_rng(0))
     for bad in ([1.0] * 6, [1.0] * 6 + [0.0], [1.0] * 6 + [np.nan]):

@@ -36,6 +36,14 @@ ZOOM_MIN_GAIN = 1.2
 # is within 20 px of one of the 3 strongest peaks for 92 % of the keypoints, of the strongest for
 # 87 % (docs/evaluation.md)
 DEFAULT_CANDIDATES = 3
+# A detection's expected pixel error grows steeply as its peak falls (shipped model, 450
+# validation frames: median 2.9 px for peaks >= 0.6, 9.2 px at 0.4-0.6, 16 px at 0.2-0.4), so the
+# pose weighs each one by sigma_k * (SCORE_REF / score) ** SCORE_POWER, sigma_k the model's
+# per-keypoint median error. On those frames, ADD AUC with pnp.py's Cauchy refinement: power 0
+# 0.535, 2 0.573, 3 0.572, 4 0.565 (3 was chosen first, on a replay of the detections).
+SCORE_REF = 0.8
+SCORE_POWER = 3.0
+SCORE_FLOOR = 0.05
 
 
 def pick_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -179,9 +187,15 @@ class KeypointDetector:
             raise InputError("detect_batch wants a list of images; use detect() for one image")
         images = list(images)
         dets = self._single_pass(images, return_belief)
-        if not self.zoom:
-            return dets
-        return self.zoom_refine(images, dets)
+        if self.zoom:
+            dets = self.zoom_refine(images, dets)
+        return [self._with_detection_sigma(d) for d in dets]
+
+    def _with_detection_sigma(self, det: Detections) -> Detections:
+        if self._sigma_px is None:
+            return det
+        return dataclasses.replace(det, sigma_px=detection_sigma_px(self._sigma_px, det.scores,
+                                                                    det.detected))
 
     def _single_pass(self, images: List[np.ndarray], return_belief: bool) -> List[Detections]:
         batch, geometries = self.preprocessor.batch(images)
@@ -264,6 +278,14 @@ class KeypointDetector:
         return Detections(names=list(self.keypoint_names), uv=uv, scores=scores.astype(np.float64),
                           detected=det, image_size=tuple(geometry.raw_size), belief_maps=maps,
                           candidates=cands, sigma_px=self._sigma_px)
+
+
+def detection_sigma_px(keypoint_sigma_px, scores, detected) -> np.ndarray:
+    """(K,) expected pixel error of each detection: its keypoint's typical error scaled by
+    (SCORE_REF / peak height) ** SCORE_POWER; keypoints not detected keep the typical error."""
+    scores = np.clip(np.nan_to_num(np.asarray(scores, float), nan=SCORE_REF), SCORE_FLOOR, None)
+    factor = np.where(np.asarray(detected, bool), (SCORE_REF / scores) ** SCORE_POWER, 1.0)
+    return np.asarray(keypoint_sigma_px, float) * factor
 
 
 def _median_of_found(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
