@@ -234,7 +234,8 @@ def write_card(path: Path, model_path: Path, state, prov, metrics) -> None:
            state["output_size"][0], state["output_size"][1]),
         "| keypoints | %s |" % ", ".join(state["keypoint_names"]),
         "| label codec | %s |" % json.dumps(_current_codec(state)),
-        "| keypoint errors the pose weighs by (px, median on validation) | %s |"
+        "| keypoint errors the pose weighs by (px, median on validation; each detection's scaled by "
+        "its peak height) | %s |"
         % (", ".join("%.2f" % v for v in state.get("keypoint_sigma_px") or [])
            or "none: all alike"),
         "| int8 network (ONNX Runtime, CPU) | %s |" % (
