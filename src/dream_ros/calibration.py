@@ -183,7 +183,7 @@ class Calibrator:
         import inspect
         from .pnp import solve_pnp
         params = inspect.signature(solve_pnp).parameters
-        fixed = {"points_3d", "points_2d", "K", "dist"}
+        fixed = {"points_3d", "points_2d", "K", "dist", "point_sigma_px"}   # set per frame
         unknown = sorted(set(self.pnp_options) - (set(params) - fixed))
         if unknown:
             raise ConfigError("unknown PnP option(s) %s; valid: %s"

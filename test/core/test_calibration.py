@@ -187,6 +187,9 @@ def test_bad_inputs_raise_documented_errors(robot):
         Calibrator(robot, fake, min_keypoints=3)
     with pytest.raises(ConfigError, match="unknown PnP option"):
         Calibrator(robot, fake, pnp_options={"ransac_px": 3})
+    with pytest.raises(ConfigError, match="unknown PnP option"):   # the detector sets it
+        Calibrator(robot, fake, pnp_options={"point_sigma_px": [1.0] * 7})
+    Calibrator(robot, fake, pnp_options={"cauchy_scale": None})    # the earlier fit
     pytest.importorskip("dream_ros.multiframe")
     with pytest.raises(ConfigError, match="unknown multi-frame solver option"):
         Calibrator(robot, fake, mode="static", solver_options={"min_frame": 3})
