@@ -121,6 +121,12 @@ def test_add_failed_frames_count_against_viable():
     assert m.auc == pytest.approx(0.9999 / 2, abs=1e-12)
     assert (m.num_found, m.num_viable, m.num_failed_viable) == (2, 4, 2)
     assert m.mean_m == 0.0 and m.median_m == 0.0
+    assert m.num_found_beyond_max == 0
+
+
+def test_add_counts_the_wrong_poses_apart_from_the_failures():
+    m = M.add_metrics(np.array([0.01, 0.5, 0.1, np.nan, 2.0]), np.ones(5, bool))
+    assert (m.num_found, m.num_failed_viable, m.num_found_beyond_max) == (4, 1, 2)
 
 
 def test_add_found_non_viable_frames_still_count_in_numerator():

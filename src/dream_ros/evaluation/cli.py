@@ -184,19 +184,19 @@ def run(args) -> int:
 
 def _print_report(table, km, am, summary: dict, out_dir: Path, n_overlays: int, out) -> None:
     """The readable part of the output: per-keypoint table, then one line per figure."""
+    from .metrics import ADD_MAX_M
     print("", file=out)
     _print_table(table, out)
     print("", file=out)
     print("keypoints : PCK AUC %s  (%d/%d in-frame keypoints found, mean %s px, median %s px)"
           % (_fmt(km.auc), km.num_found_in_frame, km.num_gt_in_frame, _fmt(km.mean_px, "%.2f"),
              _fmt(km.median_px, "%.2f")), file=out)
-    print("ADD       : AUC %s  (%d of %d frames found a pose; %d of the %d viable frames failed; "
-          "mean %s mm, median %s mm)" % (_fmt(am.auc), am.num_found, am.num_frames,
-                                         am.num_failed_viable, am.num_viable,
-                                         _fmt(None if am.mean_m is None else am.mean_m * 1000,
-                                              "%.1f"),
-                                         _fmt(None if am.median_m is None else am.median_m * 1000,
-                                              "%.1f")), file=out)
+    print("ADD       : AUC %s  (%d of %d frames found a pose, %d of those over %d mm off; %d of "
+          "the %d viable frames failed; mean %s mm, median %s mm)"
+          % (_fmt(am.auc), am.num_found, am.num_frames, am.num_found_beyond_max,
+             round(ADD_MAX_M * 1000), am.num_failed_viable, am.num_viable,
+             _fmt(None if am.mean_m is None else am.mean_m * 1000, "%.1f"),
+             _fmt(None if am.median_m is None else am.median_m * 1000, "%.1f")), file=out)
     ce = summary["camera_pose_error"]
     if ce["frames"]:
         print("camera    : median error %.1f mm, %.2f deg over %d frames"

@@ -142,6 +142,8 @@ class AddMetrics:
     num_found: int                # frames with a PnP solution (finite ADD)
     num_viable: int
     num_failed_viable: int        # viable frames without a PnP solution
+    num_found_beyond_max: int     # frames with a pose more than max_m off: the wrong poses a
+                                  # live user would be given (the AUC cannot tell them from failures)
     mean_m: Optional[float]       # over found frames
     median_m: Optional[float]
     std_m: Optional[float]
@@ -175,7 +177,8 @@ def add_metrics(add_per_frame: Sequence[float], viable: Sequence[bool],
     # counted per frame: viable - found goes negative when non-viable frames are found too
     n_failed_viable = int(np.count_nonzero(via & ~np.isfinite(add)))
     return AddMetrics(auc, int(add.size), int(found.size), n_viable, n_failed_viable,
-                      stats[0], stats[1], stats[2], thresholds, curve)
+                      int(np.count_nonzero(found > max_m)), stats[0], stats[1], stats[2],
+                      thresholds, curve)
 
 
 def per_keypoint_table(names: Sequence[str], uv_pred, uv_gt, image_size: Tuple[int, int]) -> list:
