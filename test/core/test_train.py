@@ -156,6 +156,34 @@ def test_resume_restores_weights_optimizer_and_counters(tmp_path):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_average_weights_is_the_mean_with_the_last_checkpoints_counters(tmp_path):
+    import shutil
+    import torch
+    from dream_ros.cli import main
+    from dream_ros.errors import ConfigError
+    from dream_ros.train.checkpoint import average_checkpoints, load_checkpoint
+    from dream_ros.train.loop import train
+    train(_cfg(tmp_path, max_steps=2))
+    shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "early.pt")
+    train(_cfg(tmp_path, max_steps=3, resume=True))
+    assert main(["train", "--average-weights", str(tmp_path / "early.pt"), str(tmp_path / "run"),
+                 "--to", str(tmp_path / "avg.pt")]) == 0
+    early, late = load_checkpoint(tmp_path / "early.pt"), load_checkpoint(tmp_path / "run")
+    avg = load_checkpoint(tmp_path / "avg.pt")
+    k = next(k for k in late["model"] if k.endswith("weight") and late["model"][k].dim() == 4)
+    assert not torch.equal(early["model"][k], late["model"][k])
+    torch.testing.assert_close(avg["model"][k], (early["model"][k] + late["model"][k]) / 2)
+    assert avg["counters"] == late["counters"]
+    assert avg["provenance"]["weight_average_of"] == [str(tmp_path / "early.pt"),
+                                                      str(tmp_path / "run")]
+    with pytest.raises(ConfigError, match="at least two"):
+        average_checkpoints([tmp_path / "early.pt"], tmp_path / "x.pt")
+    train(_cfg(tmp_path, max_steps=1, arch="dream_lite_s4", out=str(tmp_path / "other")))
+    with pytest.raises(ConfigError, match="different network"):
+        average_checkpoints([tmp_path / "early.pt", tmp_path / "other"], tmp_path / "x.pt")
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_compact_state_is_smaller_and_resumes_in_float32(tmp_path):
     import shutil
     import torch

@@ -6,6 +6,7 @@ Examples::
         --arch dream_tiny_s4 --out /work/runs/panda_lite --resume --max-minutes 600
     torchrun --nproc_per_node=2 -m dream_ros train --data DIR --out RUN ...   # DDP (gloo on CPU)
     python -m dream_ros train --export /work/runs/panda_lite --to models/panda_default.pt
+    python -m dream_ros train --average-weights RUN/snaps/a.pt RUN/snaps/b.pt RUN --to avg.pt
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--export", metavar="RUN_DIR_OR_CKPT",
                    help="instead of training: export the best checkpoint as a model file")
-    p.add_argument("--to", metavar="MODEL_PATH", help="with --export: output .pt path")
+    p.add_argument("--to", metavar="MODEL_PATH", help="with --export: output .pt path "
+                   "(with --average-weights: the averaged checkpoint)")
     p.add_argument("--which", default="best", choices=("best", "last"),
                    help="with --export: which checkpoint")
     p.add_argument("--card", metavar="MD", help="with --export: also write this model card")
@@ -87,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "--sigma-data or the run's pipeline validation set; 'none': no int8 network)")
     p.add_argument("--extra-metrics", metavar="JSON",
                    help="with --export: JSON file of extra metrics to record (e.g. test-set eval)")
+    p.add_argument("--average-weights", nargs="+", metavar="CKPT",
+                   help="instead of training: write to --to a checkpoint with the mean of these "
+                        "checkpoints' weights (and the last one's counters); export it as any")
     p.add_argument("--save-state", nargs=2, metavar=("RUN_DIR_OR_CKPT", "FILE"),
                    help="instead of training: copy the run's last checkpoint to FILE with the "
                         "optimizer state in bfloat16 (a third of the size; --resume reads it)")
@@ -101,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
         export_run(args.export, args.to, which=args.which, card=args.card,
                    extra_metrics=args.extra_metrics, sigma_data=args.sigma_data,
                    int8_data=args.int8_data)
+        return 0
+    if args.average_weights:
+        if not args.to:
+            raise InputError("--average-weights needs --to CHECKPOINT_PATH")
+        from .checkpoint import average_checkpoints
+        out = average_checkpoints(args.average_weights, args.to)
+        print("averaged %d checkpoints -> %s" % (len(args.average_weights), out))
         return 0
     if args.save_state:
         from .checkpoint import save_compact_checkpoint
