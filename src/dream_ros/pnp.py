@@ -27,7 +27,7 @@ from .types import PoseEstimate
 
 LM_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 20, 1e-10)
 # The final weighted refinement's Cauchy scale, in units of each point's sigma. Chosen on 450
-# synthetic validation frames (640x480) with the shipped model's detections and sigmas
+# synthetic validation frames (640x480) with session 7's model's detections and sigmas
 # (docs/evaluation.md, session 8), ADD AUC: least squares on the inliers 0.551; Cauchy on every
 # point with scale 1.5 / 2 / 3: 0.575 / 0.572 / 0.569 (with the model-wide sigmas, not scaled by
 # peak height: least squares 0.527, Cauchy 0.535).
@@ -458,10 +458,9 @@ def solve_pnp(points_3d, points_2d, K, dist=None, robust: bool = True, min_point
             # every present point, each one's pull bounded by Cauchy's loss. On the validation
             # frames this beat the inliers alone, and beat it more the more points it took (a
             # replay of the detections, only those within 1 / 2 / 3 x inlier_px: ADD AUC 0.555 /
-            # 0.560 / 0.563, all 0.574): the
-            # robust stage's inliers are themselves sometimes a wrong agreement. The price: one
-            # clean 40 px outlier still moves the pose by a few mm (test/core/test_pnp.py), where
-            # leaving it out would not
+            # 0.560 / 0.563, all 0.574): the robust stage's inliers are themselves sometimes a
+            # wrong agreement. The price: one clean 40 px outlier still moves the pose by a few mm
+            # (test/core/test_pnp.py), where leaving it out would not
             rvec, tvec = _refine_weighted(p3, p2, K, dist, rvec, tvec, point_sigma_px[idx],
                                           cauchy_scale=cauchy_scale)
         else:

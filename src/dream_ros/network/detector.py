@@ -36,7 +36,7 @@ ZOOM_MIN_GAIN = 1.2
 # is within 20 px of one of the 3 strongest peaks for 92 % of the keypoints, of the strongest for
 # 87 % (docs/evaluation.md)
 DEFAULT_CANDIDATES = 3
-# A detection's expected pixel error grows steeply as its peak falls (shipped model, 450
+# A detection's expected pixel error grows steeply as its peak falls (session 7's model, 450
 # validation frames: median 2.9 px for peaks >= 0.6, 9.2 px at 0.4-0.6, 16 px at 0.2-0.4), so the
 # pose weighs each one by sigma_k * (SCORE_REF / score) ** SCORE_POWER, sigma_k the model's
 # per-keypoint median error. On those frames, ADD AUC with pnp.py's Cauchy refinement: power 0
