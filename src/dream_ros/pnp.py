@@ -155,17 +155,18 @@ def _refine_weighted(p3, p2, K, dist, rvec, tvec, sigma, iterations=LM_CRITERIA[
         img, J = out         # project() orders the Jacobian's columns (tvec, rvec)
         return (img - p2).ravel() * w_sigma, np.hstack([J[:, 3:6], J[:, 0:3]]) * w_sigma[:, None]
 
+    def squared_over_scale(r):        # each point's (|r| / c)^2
+        return (r[0::2] ** 2 + r[1::2] ** 2) / cauchy_scale ** 2
+
     def robust_weights(r):
         if cauchy_scale is None:
             return np.ones_like(r)
-        per_point = (r[0::2] ** 2 + r[1::2] ** 2) / cauchy_scale ** 2
-        return np.repeat(1.0 / (1.0 + per_point), 2)
+        return np.repeat(1.0 / (1.0 + squared_over_scale(r)), 2)
 
     def cost_of(r):
         if cauchy_scale is None:
             return float(r @ r)
-        per_point = (r[0::2] ** 2 + r[1::2] ** 2) / cauchy_scale ** 2
-        return float(np.sum(np.log1p(per_point)))
+        return float(np.sum(np.log1p(squared_over_scale(r))))
 
     r, J = residuals(x, True)
     cost, lam = cost_of(r), 1e-3

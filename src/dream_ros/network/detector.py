@@ -277,7 +277,7 @@ class KeypointDetector:
             cands = [c[geometry.inside_raw(c[:, :2])] for c in cands]
         return Detections(names=list(self.keypoint_names), uv=uv, scores=scores.astype(np.float64),
                           detected=det, image_size=tuple(geometry.raw_size), belief_maps=maps,
-                          candidates=cands, sigma_px=self._sigma_px)
+                          candidates=cands)
 
 
 def detection_sigma_px(keypoint_sigma_px, scores, detected) -> np.ndarray:
