@@ -87,13 +87,40 @@ def test_schedules():
     assert sigma_at(cfg, 10000, 2.0) == 2.0
 
 
+def test_precision_follows_the_cpus_bfloat16_support(tmp_path, monkeypatch):
+    import torch
+    from dream_ros.train import distributed
+    native = tmp_path / "cpuinfo_native"
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    emulated = tmp_path / "cpuinfo_emulated"
+    emulated.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n")
+    assert distributed.cpu_has_native_bf16(str(native))
+    assert not distributed.cpu_has_native_bf16(str(emulated))
+    assert not distributed.cpu_has_native_bf16(str(tmp_path / "missing"))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda *a, v=has_bf16: v)
+        assert distributed.resolve_precision("auto", cpu) == expected
+    assert distributed.resolve_precision("fp32", cpu) == "fp32"
+    assert distributed.resolve_precision("bf16", cpu) == "bf16"
+    assert distributed.resolve_precision("auto", cuda) == "fp16"
+    assert distributed.resolve_precision("fp32", cuda) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        distributed.resolve_precision("fp8", cpu)
+    with distributed.autocast(cpu, "bf16"):
+        y = torch.nn.functional.linear(torch.ones(1, 4), torch.ones(3, 4))
+    assert y.dtype == torch.bfloat16
+    with distributed.autocast(cpu, "fp32"):
+        assert torch.nn.functional.linear(torch.ones(1, 4), torch.ones(3, 4)).dtype == torch.float32
+
+
 def _cfg(tmp_path, **kw):
     from dream_ros.train.loop import TrainConfig
     base = dict(data=[str(TINY)], out=str(tmp_path / "run"), arch="dream_tiny_s4",
                 input_size=(160, 128), batch_size=4, epoch_images=4, lr=3e-3, warmup_images=8,
                 schedule_images=100000, sigma_start=2.0, sigma_anneal_images=0, augment="none",
                 workers=0, threads=2, val_fraction=0.0, min_frames=1, progress=False,
-                log_every=1000)
+                log_every=1000, precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -120,11 +147,16 @@ def _fit_metrics(run_dir: Path, cfg):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
-def test_overfits_tiny_rendered_dataset(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_overfits_tiny_rendered_dataset(tmp_path, precision):
+    import torch
     from dream_ros.train.loop import train
-    cfg = _cfg(tmp_path, max_steps=70, fg_weight=10.0)
+    cfg = _cfg(tmp_path, max_steps=70, fg_weight=10.0, precision=precision)
     before = _fit_metrics(tmp_path / "nothing", cfg)
     res = train(cfg)
+    # bf16 autocast is for the forward pass only: the saved weights stay float32
+    saved = torch.load(str(Path(cfg.out) / "last.pt"), map_location="cpu", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())
     assert res["counters"]["steps"] == 70 and res["counters"]["images_seen"] == 280
     after = _fit_metrics(Path(cfg.out), cfg)
     assert after["val_mse"] < 0.6 * before["val_mse"]

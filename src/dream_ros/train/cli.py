@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "zoom pass sees it (default 0.3)")
     p.add_argument("--workers", type=int, default=1, help="data loader worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="forward-pass autocast (weights and loss stay float32): auto = fp16 on "
+                   "CUDA, bf16 on CPUs with native bfloat16 (AVX512-BF16/AMX), else fp32")
     p.add_argument("--val-data", action="append", default=[], metavar="DIR",
                    help="fixed validation set(s) (NDDS); default: hold out --val-fraction of --data")
     p.add_argument("--val-pipeline-data", default=None, metavar="DIR",
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
         fg_weight=args.fg_weight, augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
-        threads=args.threads, val_fraction=args.val_fraction, val_data=list(args.val_data),
+        precision=args.precision, threads=args.threads, val_fraction=args.val_fraction, val_data=list(args.val_data),
         val_pipeline_data=args.val_pipeline_data,
         max_val=args.max_val,
         min_frames=args.min_frames, max_minutes=args.max_minutes, max_steps=args.max_steps,

@@ -51,6 +51,7 @@ class TrainConfig:
     augment: str = "strong"
     zoom_prob: float = 0.0           # share of training samples cropped around the robot
     workers: int = 1
+    precision: str = "auto"          # autocast: auto | fp32 | bf16 (distributed.resolve_precision)
     threads: int = 2
     val_fraction: float = 0.02
     val_data: List[str] = dataclasses.field(default_factory=list)   # fixed validation sets
@@ -283,7 +284,9 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     spec["codec"] = codec.to_dict()
     net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")   # mixed precision on CUDA
+    precision = dist_util.resolve_precision(cfg.precision, device)
+    # fp16 needs loss scaling; bf16 has float32's exponent range and does not
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     data_kw = dict(preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
                    mean=spec["mean"], std=spec["std"])
 
@@ -320,8 +323,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         except Exception as exc:  # tensorboard is optional at run time
             log("tensorboard disabled: %s" % exc)
     n_params = sum(p.numel() for p in net.parameters())
-    log("arch %s: %.2f M parameters, input %s -> output %s, %d keypoints, device %s, world %d"
-        % (arch, n_params / 1e6, input_size, out_size, len(names), device, world))
+    log("arch %s: %.2f M parameters, input %s -> output %s, %d keypoints, device %s (%s), world %d"
+        % (arch, n_params / 1e6, input_size, out_size, len(names), device, precision, world))
 
     index = FrameIndex(cfg.data, names, object_class=robot.dream_name)
     # A fixed validation set (--val-data) keeps scores comparable while the training data grows;
@@ -407,7 +410,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             image = image.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             xy_out = xy_out.to(device)
             target = lab.encode_torch(xy_out, torch.isfinite(xy_out).all(-1), out_size)
-            with dist_util.autocast(device):
+            with dist_util.autocast(device, precision):
                 pred = _heatmaps(model(image))
             loss = weighted_mse(pred.float(), target, cfg.fg_weight)
             if not torch.isfinite(loss):
