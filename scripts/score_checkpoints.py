@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Score training checkpoints with the full pipeline on pooled validation sets, to choose one.
+
+Each checkpoint (or run directory, or model file) is exported as the shipped model would be
+(int8 network calibrated on --int8-data), evaluated with ``python -m dream_ros eval`` on every
+--val set, and the frames of all sets are pooled into one PCK AUC and one ADD AUC (DREAM's
+definitions, evaluation/metrics.py). The score is their sum. Never pass the test set here.
+
+    python scripts/score_checkpoints.py RUN/snaps/a.pt RUN/last.pt models/panda_default.pt \
+        --val /work/data/panda_val_640 --val /work/data/panda_val_640_b \
+        --int8-data /work/data/panda_train_640_d --work /work/exp/score
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dream_ros.evaluation import metrics
+
+
+def pooled_scores(eval_dirs, image_size=(640, 480)):
+    """PCK AUC, ADD AUC and the count of poses > 0.1 m off over the frames of several evals."""
+    uv_pred, uv_gt, add, viable = [], [], [], []
+    for d in eval_dirs:
+        with open(Path(d) / "results.jsonl") as f:
+            for line in f:
+                r = json.loads(line)
+                names = list(r["keypoints_gt"])
+                uv_gt.append([r["keypoints_gt"][n] for n in names])
+                uv_pred.append([r["keypoints"][n] if r["keypoints"][n] is not None
+                                else [np.nan, np.nan] for n in names])
+                add.append(np.nan if r["add_m"] is None else r["add_m"])
+                viable.append(bool(r["viable"]))
+    km = metrics.keypoint_pck(np.array(uv_pred, float), np.array(uv_gt, float), image_size)
+    am = metrics.add_metrics(add, viable)
+    add = np.asarray(add, float)
+    wrong = int(np.sum(np.isfinite(add) & (add > metrics.ADD_MAX_M)))
+    return km.auc, am.auc, wrong, len(add)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", help="checkpoints, run directories or model files (.pt)")
+    p.add_argument("--val", action="append", required=True, help="validation NDDS set (repeat)")
+    p.add_argument("--int8-data", default="/work/data/panda_train_640_d",
+                   help="frames that calibrate the int8 network (as publish_model.sh)")
+    p.add_argument("--work", default="/tmp/score_checkpoints", help="exports and eval outputs")
+    p.add_argument("--eval-args", default="", help="extra eval options, e.g. '--zoom-views 7'")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for src in args.models:
+        tag = Path(src).stem if Path(src).suffix else Path(src).name
+        if Path(src).parent.name == "models":
+            model = src                               # already a model file: evaluate as is
+        else:
+            model = str(work / (tag + ".model.pt"))
+            if not Path(model).exists():
+                subprocess.run([sys.executable, "-m", "dream_ros", "train", "--export", src,
+                                "--which", "last", "--to", model,
+                                "--int8-data", args.int8_data], check=True)
+        outs = []
+        for val in args.val:
+            out = work / ("%s__%s" % (tag, Path(val).name))
+            if not (out / "results.jsonl").exists():
+                subprocess.run([sys.executable, "-m", "dream_ros", "eval", "--model", model,
+                                "--data", val, "--out", str(out), "--overlays", "0"]
+                               + args.eval_args.split(), check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            outs.append(out)
+        pck, add, wrong, n = pooled_scores(outs)
+        rows.append((src, pck, add, wrong, n))
+        print("%-50s PCK %.4f  ADD %.4f  sum %.4f  (%d of %d poses > 0.1 m off)"
+              % (src, pck, add, pck + add, wrong, n), flush=True)
+    best = max(rows, key=lambda r: r[1] + r[2])
+    print("best: %s (%.4f)" % (best[0], best[1] + best[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
