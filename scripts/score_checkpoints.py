@@ -43,6 +43,13 @@ def pooled_scores(eval_dirs, image_size=(640, 480)):
     return km.auc, am.auc, wrong, len(add)
 
 
+def _is_model_file(path: Path) -> bool:
+    """A model file (``train --export``'s output) rather than a training checkpoint."""
+    import torch
+    state = torch.load(str(path), map_location="cpu", weights_only=False)
+    return "config" in state and "counters" not in state
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="checkpoints, run directories or model files (.pt)")
@@ -56,9 +63,13 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for src in args.models:
-        tag = Path(src).stem if Path(src).suffix else Path(src).name
-        if Path(src).parent.name == "models":
-            model = src                               # already a model file: evaluate as is
+        path = Path(src)
+        target = path / "last.pt" if path.is_dir() else path
+        # the file's name, folder and modification time name its outputs: two runs' last.pt do
+        # not collide, and a checkpoint overwritten since is exported and evaluated again
+        tag = "%s_%s_%x" % (path.parent.name, path.stem, target.stat().st_mtime_ns)
+        if _is_model_file(target):
+            model = str(target)                       # already a model file: evaluate as is
         else:
             model = str(work / (tag + ".model.pt"))
             if not Path(model).exists():
