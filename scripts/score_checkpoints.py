@@ -23,10 +23,12 @@ import numpy as np
 from dream_ros.evaluation import metrics
 
 
-def pooled_scores(eval_dirs, image_size=(640, 480)):
-    """PCK AUC, ADD AUC and the count of poses > 0.1 m off over the frames of several evals."""
-    uv_pred, uv_gt, add, viable = [], [], [], []
+def pooled_scores(eval_dirs):
+    """PCK AUC, ADD AUC, the count of poses > 0.1 m off and the frames, over several evals."""
+    uv_pred, uv_gt, add, viable, sizes = [], [], [], [], set()
     for d in eval_dirs:
+        with open(Path(d) / "summary.json") as f:
+            sizes.add(tuple(json.load(f)["image_size"]))
         with open(Path(d) / "results.jsonl") as f:
             for line in f:
                 r = json.loads(line)
@@ -36,11 +38,19 @@ def pooled_scores(eval_dirs, image_size=(640, 480)):
                                 else [np.nan, np.nan] for n in names])
                 add.append(np.nan if r["add_m"] is None else r["add_m"])
                 viable.append(bool(r["viable"]))
-    km = metrics.keypoint_pck(np.array(uv_pred, float), np.array(uv_gt, float), image_size)
+    if len(sizes) != 1:
+        raise SystemExit("validation sets of different image sizes cannot be pooled: %s" % sizes)
+    km = metrics.keypoint_pck(np.array(uv_pred, float), np.array(uv_gt, float), sizes.pop())
     am = metrics.add_metrics(add, viable)
-    add = np.asarray(add, float)
-    wrong = int(np.sum(np.isfinite(add) & (add > metrics.ADD_MAX_M)))
-    return km.auc, am.auc, wrong, len(add)
+    return km.auc, am.auc, am.num_found_beyond_max, len(add)
+
+
+def _run(cmd):
+    """Run a dream_ros command quietly; on failure show its error output and stop."""
+    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr[-4000:])
+        raise SystemExit("failed (%d): %s" % (res.returncode, " ".join(cmd)))
 
 
 def _is_model_file(path: Path) -> bool:
@@ -73,17 +83,15 @@ def main(argv=None) -> int:
         else:
             model = str(work / (tag + ".model.pt"))
             if not Path(model).exists():
-                subprocess.run([sys.executable, "-m", "dream_ros", "train", "--export", src,
-                                "--which", "last", "--to", model,
-                                "--int8-data", args.int8_data], check=True)
+                _run([sys.executable, "-m", "dream_ros", "train", "--export", src,
+                      "--which", "last", "--to", model, "--int8-data", args.int8_data])
         outs = []
+        options = "_".join(args.eval_args.split()).replace("-", "")   # other options, other outputs
         for val in args.val:
-            out = work / ("%s__%s" % (tag, Path(val).name))
+            out = work / ("%s__%s%s" % (tag, Path(val).name, "__" + options if options else ""))
             if not (out / "results.jsonl").exists():
-                subprocess.run([sys.executable, "-m", "dream_ros", "eval", "--model", model,
-                                "--data", val, "--out", str(out), "--overlays", "0"]
-                               + args.eval_args.split(), check=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                _run([sys.executable, "-m", "dream_ros", "eval", "--model", model, "--data", val,
+                      "--out", str(out), "--overlays", "0"] + args.eval_args.split())
             outs.append(out)
         pck, add, wrong, n = pooled_scores(outs)
         rows.append((src, pck, add, wrong, n))
