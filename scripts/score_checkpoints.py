@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dream_ros.evaluation import metrics
+from dream_ros.evaluation import metrics, results
 
 
 def pooled_scores(eval_dirs):
@@ -29,15 +29,13 @@ def pooled_scores(eval_dirs):
     for d in eval_dirs:
         with open(Path(d) / "summary.json") as f:
             sizes.add(tuple(json.load(f)["image_size"]))
-        with open(Path(d) / "results.jsonl") as f:
-            for line in f:
-                r = json.loads(line)
-                names = list(r["keypoints_gt"])
-                uv_gt.append([r["keypoints_gt"][n] for n in names])
-                uv_pred.append([r["keypoints"][n] if r["keypoints"][n] is not None
-                                else [np.nan, np.nan] for n in names])
-                add.append(np.nan if r["add_m"] is None else r["add_m"])
-                viable.append(bool(r["viable"]))
+        for r in results.read_results(Path(d) / "results.jsonl"):
+            names = list(r["keypoints_gt"])
+            uv_gt.append([r["keypoints_gt"][n] for n in names])
+            uv_pred.append([r["keypoints"][n] if r["keypoints"][n] is not None
+                            else [np.nan, np.nan] for n in names])
+            add.append(np.nan if r["add_m"] is None else r["add_m"])
+            viable.append(bool(r["viable"]))
     if len(sizes) != 1:
         raise SystemExit("validation sets of different image sizes cannot be pooled: %s" % sizes)
     km = metrics.keypoint_pck(np.array(uv_pred, float), np.array(uv_gt, float), sizes.pop())

@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .distributed import PRECISIONS     # no torch import: the CLI starts fast
     p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="NDDS dataset directory (repeatable); re-scanned every epoch")
     p.add_argument("--robot", default="panda", help="robot config name or YAML path")
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "zoom pass sees it (default 0.3)")
     p.add_argument("--workers", type=int, default=1, help="data loader worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="forward-pass autocast (weights and loss stay float32): auto = fp16 on "
                    "CUDA, bf16 on CPUs with native bfloat16 (AVX512-BF16/AMX), else fp32")
     p.add_argument("--val-data", action="append", default=[], metavar="DIR",
