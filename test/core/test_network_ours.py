@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from dream_ros.errors import ConfigError
-from dream_ros.network.ours import NETWORK_INFO, available_archs, build_network, check_input_size
+from dream_ros.network.ours import (NETWORK_INFO, available_archs, build_network, check_input_size,
+                                   grow_state_dict)
 
 
 @pytest.mark.parametrize("arch", available_archs())
@@ -52,3 +53,47 @@ def test_bad_arguments():
     with pytest.raises(ConfigError):
         check_input_size(322, 240)
     check_input_size(320, 240)
+
+
+def _randomised(net):
+    """Every weight and BatchNorm statistic random (a trained net has no zero-init left)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if t.is_floating_point():
+                r = torch.rand(t.shape, generator=g)
+                t.copy_(0.5 + r if name.endswith(("running_var", "bn2.weight")) else (r - 0.5) * 0.4)
+    return net
+
+
+@pytest.mark.parametrize("small, big", [("dream_tiny_deeper_s4", "dream_wide_s4"),
+                                        ("dream_tiny_s4", "dream_wide_s4")])
+def test_grown_net_computes_the_same_maps(small, big):
+    src = _randomised(build_network(small, 7))
+    net = build_network(big, 7)
+    used = grow_state_dict(src.state_dict(), net)
+    assert used == len(src.state_dict())           # every tensor of the small net found a place
+    assert sum(p.numel() for p in net.parameters()) > 1.5 * sum(p.numel() for p in src.parameters())
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), src.eval()(x))
+        # in training mode too: BatchNorm's batch statistics are per channel
+        torch.testing.assert_close(net.train()(x), src.train()(x))
+    # the new channels are not dead: the zeroed weights that would carry them into the old
+    # channels get gradient at once, so training starts to use them
+    net.zero_grad()
+    net(x).pow(2).mean().backward()
+    w = net.stages[3][0].conv2.weight
+    assert torch.count_nonzero(w.detach()[:192, 192:]) == 0
+    assert w.grad[:192, 192:].abs().sum() > 0
+
+
+def test_growth_skips_tensors_that_do_not_fit():
+    src = build_network("dream_wide_s4", 7)
+    net = build_network("dream_tiny_deeper_s4", 7)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    used = grow_state_dict(src.state_dict(), net)
+    after = net.state_dict()
+    shrunk = [k for k in before if src.state_dict()[k].shape != before[k].shape]
+    assert shrunk and used == len(before) - len(shrunk)
+    assert all(torch.equal(before[k], after[k]) for k in shrunk)

@@ -23,7 +23,8 @@ forward beside a training run, training: its own run's 27 img/s on 2 threads.)
 dream_tiny_s4 stopped improving at 0.50 validation PCK AUC after 400k images, with training and
 validation frames scoring alike (under-fitting, not over-fitting): dream_tiny_deep_s4 doubles the
 parameters where they are cheap, on the stride-8..32 maps, and is grown from a trained tiny net.
-It plateaued at 0.61; dream_tiny_deeper_s4 grows it once more the same way.
+It plateaued at 0.61; dream_tiny_deeper_s4 grows it once more the same way, and dream_wide_s4
+widens its stride-16 and stride-32 stages (grow_state_dict).
 Default ``dream_lite_s4``: within the 25 ms budget even on one core and ~30% cheaper to run
 and train than dream_res18_s4 (the probe's ResNet-18-like 2x[32,64,128,256] encoder, here with
 a 96-channel decoder; cpu-training-probe.md) at the same parameter count: one block fewer at
@@ -63,6 +64,12 @@ _ARCHS: Dict[str, dict] = {
     # trained dream_tiny_deep_s4 (which had plateaued at 0.61 validation PCK AUC)
     "dream_tiny_deeper_s4": dict(stem=(16, 24), widths=(24, 48, 96, 192), blocks=(1, 3, 4, 3),
                                  dec=48, head=48),
+    # dream_tiny_deeper_s4 with its stride-16 and stride-32 stages widened (96 -> 128, 192 -> 256):
+    # 1.7x the parameters for 0.8x the training images per CPU-second (bf16, 2026-11-25), on the
+    # small maps that hold the context which tells the arm's look-alike links apart. Grown from a
+    # trained deeper net by `train --init` without changing its output (grow_state_dict).
+    "dream_wide_s4": dict(stem=(16, 24), widths=(24, 48, 128, 256), blocks=(1, 3, 4, 3),
+                          dec=48, head=48),
 }
 
 # Public facts per architecture: output stride and default network input (W, H).
@@ -164,6 +171,32 @@ def build_network(arch: str, num_keypoints: int) -> nn.Module:
     net = KeypointNet(int(num_keypoints), **_ARCHS[arch])
     net.arch = arch
     return net
+
+
+def grow_state_dict(source: Dict[str, torch.Tensor], net: nn.Module) -> int:
+    """Load ``source`` (a smaller net of this family) into ``net`` so that ``net`` computes the
+    same maps; returns how many tensors came from ``source``.
+
+    Hand-written because torch has no function-preserving growth (Net2Net-style): a tensor of the
+    same name whose every dimension is no larger fills the leading slice of ``net``'s (the old
+    channels keep their weights and BatchNorm statistics); a convolution's weights from new input
+    channels into old output channels are zeroed, so whatever the new channels carry cannot reach
+    the old ones. New output channels keep their fresh initialisation and start learning as soon
+    as the layers after them weigh them in; new blocks start as identities (zero-init last BN).
+    """
+    mine = net.state_dict()
+    used = 0
+    for name, old in source.items():
+        new = mine.get(name)
+        if new is None or new.dim() != old.dim() or any(a > b for a, b in zip(old.shape, new.shape)):
+            continue
+        lead = tuple(slice(0, n) for n in old.shape)
+        new[lead] = old.to(new.dtype)
+        if new.dim() >= 2 and new.shape[1] > old.shape[1]:
+            new[: old.shape[0], old.shape[1]:] = 0
+        used += 1
+    net.load_state_dict(mine)
+    return used
 
 
 def check_input_size(width: int, height: int) -> None:

@@ -181,9 +181,13 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
     """Network + spec for fine-tuning from a shipped model or DREAM weights (``--init``).
 
     Same architecture: every weight, the preprocessing and the label codec come from the model.
-    Another architecture: weights whose name and shape match are copied, the rest start fresh.
+    Another architecture of ours: the net is grown from the model's without changing its output
+    (``grow_state_dict``: blocks added, stages widened); DREAM's weights into one of ours: those
+    whose name and shape match are copied, the rest start fresh.
     """
+    from ..network.dream_arch import DREAM_ARCHS
     from ..network.model_file import load_model
+    from ..network.ours import grow_state_dict
     src, mcfg = load_model(cfg.init)
     if list(mcfg.keypoint_names) != list(names):
         raise ConfigError("--init %s has keypoints %s, the robot config %s"
@@ -198,15 +202,19 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
         return src.train(), spec, dict(prov, init_tensors=len(src.state_dict()))
     net = _build(arch, len(names))
     mine = net.state_dict()
-    copied = {k: v.to(mine[k].dtype) for k, v in src.state_dict().items()
-              if k in mine and tuple(v.shape) == tuple(mine[k].shape)}
-    if not copied:
+    if mcfg.is_dream or arch in DREAM_ARCHS:
+        copied = {k: v.to(mine[k].dtype) for k, v in src.state_dict().items()
+                  if k in mine and tuple(v.shape) == tuple(mine[k].shape)}
+        mine.update(copied)
+        net.load_state_dict(mine)
+        used = len(copied)
+    else:
+        used = grow_state_dict(src.state_dict(), net)
+    if not used:
         raise ConfigError("--init %s (%s): no weight matches %s by name and shape"
                           % (cfg.init, mcfg.arch, arch))
-    mine.update(copied)
-    net.load_state_dict(mine)
-    log("init: copied %d/%d tensors from %s" % (len(copied), len(mine), cfg.init))
-    return net, _default_spec(arch, cfg.input_size), dict(prov, init_tensors=len(copied))
+    log("init: %d/%d tensors from %s" % (used, len(mine), cfg.init))
+    return net, _default_spec(arch, cfg.input_size), dict(prov, init_tensors=used)
 
 
 def _training_of(mcfg) -> Dict[str, Any]:
