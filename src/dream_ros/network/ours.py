@@ -16,10 +16,13 @@ high-resolution work with few channels. Measured with ``scripts/bench_network.py
     dream_tiny_s4     0.91   0.92M     15.9 ms       13.4 ms    9.8 ms   29.8 img/CPU-s
     dream_tiny_deep_s4 1.21  1.79M     19.6 ms       18.0 ms   12.2 ms   21.3 img/CPU-s *
     dream_tiny_deeper_s4 1.52 2.66M    20.9 ms       18.8 ms   14.9 ms   ~14 img/CPU-s **
+    dream_wide_s4     2.03   4.57M     31.4 ms       28.0 ms   20.2 ms   0.80x deeper ***
 
 (training: forward + backward + AdamW step, channels_last, process CPU time, 2026-11-24;
 * measured in session 3 beside a training run, where tiny gave 26.6 img/CPU-s; ** session 4,
-forward beside a training run, training: its own run's 27 img/s on 2 threads.)
+forward beside a training run, training: its own run's 27 img/s on 2 threads; *** session 10,
+beside rendering and training, where deeper took 26.9 / 24.3 / 15.4 ms; training in bf16,
+batch 24: 26.8 img/CPU-s against deeper's 33.5.)
 dream_tiny_s4 stopped improving at 0.50 validation PCK AUC after 400k images, with training and
 validation frames scoring alike (under-fitting, not over-fitting): dream_tiny_deep_s4 doubles the
 parameters where they are cheap, on the stride-8..32 maps, and is grown from a trained tiny net.
