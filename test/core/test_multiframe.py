@@ -204,3 +204,22 @@ def test_bad_input():
 def test_group_medians():
     v = np.array([3.0, 1.0, 2.0, 10.0, 5.0, 7.0, 6.0, 4.0])
     assert np.allclose(_group_medians(v, np.array([3, 1, 4])), [2.0, 10.0, 5.5])
+
+
+@pytest.mark.parametrize("good", [(0, 4, 9), (7, 8, 9), (0, 1, 2)])
+def test_a_consistent_minority_wins_over_inconsistent_frames(good):
+    # 7 of 10 frames carry joint readings of other moments: each fits a pose of its own, and no
+    # two of them agree. The 3 good frames agree with each other: the largest consistent group.
+    rng = np.random.default_rng(35)
+    for _ in range(4):
+        T = random_camera(rng)
+        solver = MultiFrameSolver(K)
+        for i in range(10):
+            p3, p2, _ = random_view(rng, noise_px=1.0, camera_T_base=T)
+            if i not in good:
+                p3 = panda().keypoints_3d(random_joints(rng))
+            est = solver.add_frame(p3, p2)
+        # the bad frames are rejected or wait (their own PnP failed); the 3 good ones are used
+        assert est.ok and est.frames_used == 3
+        assert not set(good) & set(est.extras["rejected_frame_ids"])
+        assert pose_error(est.camera_T_base, T)[0] < 0.025   # single frames: ~17 mm median
