@@ -246,6 +246,52 @@ def test_compact_state_is_smaller_and_resumes_in_float32(tmp_path):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_compact_state_shrinks_only_as_far_as_its_budget_needs(tmp_path):
+    import shutil
+    import torch
+    from dream_ros.train.checkpoint import _state_mb, load_checkpoint, save_compact_checkpoint
+    from dream_ros.train.loop import train
+    train(_cfg(tmp_path, max_steps=2))
+    full = load_checkpoint(tmp_path / "run")
+    weights_mb = _state_mb({"model": full["model"]})     # float32 weights; Adam: 2 x as much
+    # bf16 moments alone fit (weights + 2 x weights / 2)
+    roomy = load_checkpoint(save_compact_checkpoint(tmp_path / "run", tmp_path / "a.pt",
+                                                    budget_mb=2.05 * weights_mb))
+    assert roomy["compact"] == {"moments": "bfloat16", "weights": "float32", "dropped": []}
+    # fp16 weights as well (weights / 2 + weights)
+    mid = load_checkpoint(save_compact_checkpoint(tmp_path / "run", tmp_path / "b.pt",
+                                                  budget_mb=1.55 * weights_mb))
+    assert mid["compact"] == {"moments": "bfloat16", "weights": "float16", "dropped": []}
+    # and no first moment (weights / 2 + weights / 2): zeros again once loaded
+    tight_path = save_compact_checkpoint(tmp_path / "run", tmp_path / "c.pt",
+                                         budget_mb=1.05 * weights_mb)
+    raw = torch.load(str(tight_path), map_location="cpu", weights_only=False)
+    assert all("exp_avg" not in st for st in raw["optimizer"]["state"].values())
+    assert tight_path.stat().st_size < 0.4 * (tmp_path / "run" / "last.pt").stat().st_size
+    tight = load_checkpoint(tight_path)
+    assert tight["compact"]["dropped"] == ["exp_avg"]
+    for key, per_param in tight["optimizer"]["state"].items():
+        ref = full["optimizer"]["state"][key]
+        if ref["exp_avg"].dim() > 0:
+            assert not per_param["exp_avg"].any() and ref["exp_avg"].any()
+            assert per_param["exp_avg"].shape == ref["exp_avg"].shape
+    for k, v in tight["model"].items():
+        if v.is_floating_point():
+            assert v.dtype == torch.float16
+            torch.testing.assert_close(v.float(), full["model"][k], rtol=1e-3, atol=1e-4)
+    # the run resumes from it: float32 weights and moments, the first moment filling again
+    shutil.rmtree(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    shutil.copy(tight_path, tmp_path / "run" / "last.pt")
+    train(_cfg(tmp_path, max_steps=3, resume=True))
+    resumed = load_checkpoint(tmp_path / "run")
+    assert resumed["counters"]["steps"] == 3
+    assert all(v.dtype == torch.float32 for v in resumed["model"].values() if v.is_floating_point())
+    moments = [st["exp_avg"] for st in resumed["optimizer"]["state"].values()]
+    assert all(torch.isfinite(m).all() for m in moments) and any(m.any() for m in moments)
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_export_writes_a_loadable_fp16_model_and_card(tmp_path):
     import torch
     from dream_ros.network.model_file import load_model

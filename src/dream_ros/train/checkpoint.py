@@ -54,26 +54,79 @@ def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
         raise ConfigError("cannot read checkpoint %s: %s" % (path, exc))
     if not isinstance(state, dict) or "model" not in state or "counters" not in state:
         raise ConfigError("%s is not a dream_ros training checkpoint" % path)
+    _restore_dropped_moments(state)
     return state
 
 
-def save_compact_checkpoint(src: Path, dst: Path) -> Path:
-    """Write ``src`` (a checkpoint file or a run directory's ``last.pt``) to ``dst`` with the
-    optimizer's floating-point state (Adam's moments: two tensors the size of the weights) in
-    bfloat16, so a run's state fits in git beside the code (models/train_state/). The weights stay
-    float32. Resuming needs nothing special: torch's Optimizer.load_state_dict casts the state back
-    to each parameter's dtype. bfloat16, not float16: squared-gradient moments of 1e-10 and less
-    would underflow to 0 in float16 and blow up Adam's step."""
+# The repository's limit for one file is 25 MB; a compact state aims under it with some margin.
+STATE_BUDGET_MB = 24.0
+# Adam's first moment is dropped last: an exponential average over ~1 / (1 - beta1) = 10 steps,
+# it is back to normal a few dozen steps after a resume (zeros meanwhile: smaller first steps,
+# a short warm-up). The second moment averages ~1,000 steps and is kept.
+DROPPABLE_MOMENT = "exp_avg"
+
+
+def _float_tensors(tree):
+    import torch
+    for value in tree.values():
+        if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
+            yield value
+
+
+def _state_mb(state) -> float:
+    tensors = list(_float_tensors(state["model"]))
+    tensors += [v for per in state.get("optimizer", {}).get("state", {}).values()
+                for v in _float_tensors(per)]
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+def save_compact_checkpoint(src: Path, dst: Path, budget_mb: float = STATE_BUDGET_MB) -> Path:
+    """Write ``src`` (a checkpoint file or a run directory's ``last.pt``) to ``dst`` small enough
+    for git (models/train_state/), shrinking only as far as ``budget_mb`` needs, in this order:
+
+    1. the optimizer's floating-point state (Adam's moments: two tensors the size of the
+       weights) in bfloat16, not float16: squared-gradient moments of 1e-10 and less would
+       underflow to 0 in float16 and blow up Adam's step;
+    2. the weights in float16 (as the shipped model file has them);
+    3. Adam's first moment left out (``DROPPABLE_MOMENT``); ``load_checkpoint`` puts zeros back.
+
+    ``state["compact"]`` records what was done. Resuming needs nothing special: the model's and
+    torch's Optimizer.load_state_dict cast everything back to each parameter's dtype."""
     import torch
     state = load_checkpoint(src)
     if state is None:
         raise ConfigError("no checkpoint at %s" % src)
-    for per_param in state.get("optimizer", {}).get("state", {}).values():
-        for key, value in per_param.items():
+    moments = list(state.get("optimizer", {}).get("state", {}).values())
+    for per_param in moments:
+        for key in list(per_param):
+            value = per_param[key]
             if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
                 per_param[key] = value.to(torch.bfloat16)
+    compact = {"moments": "bfloat16", "weights": "float32", "dropped": []}
+    if _state_mb(state) > budget_mb:
+        for key in list(state["model"]):
+            value = state["model"][key]
+            if torch.is_tensor(value) and value.is_floating_point():
+                state["model"][key] = value.half()
+        compact["weights"] = "float16"
+    if _state_mb(state) > budget_mb:
+        for per_param in moments:
+            per_param.pop(DROPPABLE_MOMENT, None)
+        compact["dropped"] = [DROPPABLE_MOMENT]
+    state["compact"] = compact
     atomic_torch_save(state, Path(dst))
     return Path(dst)
+
+
+def _restore_dropped_moments(state: Dict[str, Any]) -> None:
+    """Zeros for the moments a compact state left out (save_compact_checkpoint), shaped as the
+    kept second moment: torch's Adam expects every moment of a parameter it has seen."""
+    import torch
+    dropped = (state.get("compact") or {}).get("dropped") or []
+    for per_param in state.get("optimizer", {}).get("state", {}).values():
+        for key in dropped:
+            if key not in per_param and torch.is_tensor(per_param.get("exp_avg_sq")):
+                per_param[key] = torch.zeros_like(per_param["exp_avg_sq"], dtype=torch.float32)
 
 
 def average_checkpoints(sources, dst: Path) -> Path:

@@ -97,8 +97,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead of training: write to --to a checkpoint with the mean of these "
                         "checkpoints' weights (and the last one's counters); export it as any")
     p.add_argument("--save-state", nargs=2, metavar=("RUN_DIR_OR_CKPT", "FILE"),
-                   help="instead of training: copy the run's last checkpoint to FILE with the "
-                        "optimizer state in bfloat16 (a third of the size; --resume reads it)")
+                   help="instead of training: copy the run's last checkpoint to FILE, small "
+                        "enough for git (--state-budget-mb): Adam's moments in bfloat16, then "
+                        "if needed fp16 weights, then without Adam's first moment; --resume "
+                        "reads it")
+    p.add_argument("--state-budget-mb", type=float, default=None,
+                   help="--save-state: size to stay under (default 24, below git's 25 MB "
+                        "limit for one file)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,8 +124,11 @@ def run(args: argparse.Namespace) -> int:
         print("averaged %d checkpoints -> %s" % (len(args.average_weights), out))
         return 0
     if args.save_state:
-        from .checkpoint import save_compact_checkpoint
-        out = save_compact_checkpoint(*args.save_state)
+        from .checkpoint import STATE_BUDGET_MB, save_compact_checkpoint
+        budget = STATE_BUDGET_MB if args.state_budget_mb is None else args.state_budget_mb
+        if budget <= 0:
+            raise InputError("--state-budget-mb must be positive, got %g" % budget)
+        out = save_compact_checkpoint(*args.save_state, budget_mb=budget)
         print("saved %s (%.1f MB)" % (out, out.stat().st_size / 1e6))
         return 0
     if not args.data:
