@@ -376,6 +376,7 @@ class MultiFrameSolver(object):
                     "frames_used": frames_used,
                     "rejected_frames": int(len(frames) - frames_used),
                     "rejected_frame_ids": [f.id for f, ok in zip(frames, frame_ok) if not ok],
+                    "used_frame_ids": [f.id for f, ok in zip(frames, frame_ok) if ok],
                     "latest_frame_rejected": bool(latest_in and not frame_ok[-1]),
                     "frames_in_history": len(self._frames),
                     # The joint solve's own figures (inliers/reprojection_errors_px describe the

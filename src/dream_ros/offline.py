@@ -217,6 +217,7 @@ class OfflineCalibration:
         self.solver_K = None
         self.skipped_other_K = 0
         self.truths: List[np.ndarray] = []
+        self.solver_frame_names: List[str] = []   # by the solver's frame ids (order added)
 
     def process(self, frame):
         """(detections, single-frame estimate, points_3d in detection order) for one frame."""
@@ -232,10 +233,10 @@ class OfflineCalibration:
         if frame.camera_T_base_true is not None:
             self.truths.append(np.asarray(frame.camera_T_base_true, float))
         if est.ok:
-            self._accumulate(pts, det, frame.K)
+            self._accumulate(pts, det, frame.K, frame.name)
         return det, est, pts
 
-    def _accumulate(self, pts, det, K) -> None:
+    def _accumulate(self, pts, det, K, name: str) -> None:
         from .multiframe import MultiFrameSolver
         K = np.asarray(K, float)
         if self.solver is None:
@@ -246,6 +247,13 @@ class OfflineCalibration:
             return
         ok = np.asarray(det.detected, bool) & np.all(np.isfinite(det.uv), axis=1)
         self.solver.add_frame(pts[ok], det.uv[ok])
+        self.solver_frame_names.append(name)
+
+    def multiframe_frames(self) -> List[str]:
+        """Names of the frames the multi-frame estimate agrees with (its inlier frames)."""
+        est = self.multiframe
+        ids = [] if est is None or not est.ok else est.extras.get("used_frame_ids", [])
+        return [self.solver_frame_names[i] for i in ids]
 
     @property
     def multiframe(self):
@@ -435,6 +443,7 @@ def calibrate(source, robot, detector, out: Path, model_name: str = "", gates: O
         summary["multiframe"] = dict(pose_summary(multi.camera_T_base),
                                      camera_T_base=_matrix(multi.camera_T_base),
                                      frames_used=int(multi.frames_used),
+                                     frames=offline.multiframe_frames(),
                                      converged=bool(multi.extras.get("converged", False)),
                                      reprojection_error_px=_num(multi.reprojection_error_px),
                                      spread_translation_m=_num(multi.extras.get("spread_translation_m")),
@@ -587,8 +596,10 @@ def print_summary(records: List[dict], summary: dict) -> None:
                                           ", ".join("%s %d" % kv for kv in summary["failures"].items())))
     m = summary["multiframe"]
     if isinstance(m, dict):
-        print("multi-frame estimate (%d frames, %s): camera at %s m, rpy %s deg, %.2f px RMS"
-              % (m["frames_used"], "converged" if m["converged"] else "not converged",
+        names = m.get("frames") or []
+        print("multi-frame estimate (%d frames%s, %s): camera at %s m, rpy %s deg, %.2f px RMS"
+              % (m["frames_used"], (": " + " ".join(names)) if 0 < len(names) <= 12 else "",
+                 "converged" if m["converged"] else "not converged",
                  " ".join("%+.4f" % v for v in m["position_m"]),
                  " ".join("%+.2f" % v for v in m["rpy_deg"]), m["reprojection_error_px"] or float("nan")))
         if "error_translation_m" in m:

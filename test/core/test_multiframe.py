@@ -65,6 +65,7 @@ def test_outlier_frames_and_points_are_rejected():
             assert est.inliers.sum() == 6
     assert est.ok
     assert est.extras["rejected_frame_ids"] == wrong_joint_frames
+    assert est.extras["used_frame_ids"] == [i for i in range(40) if i not in wrong_joint_frames]
     assert est.frames_used == 40 - len(wrong_joint_frames)
     assert pose_error(est.camera_T_base, T)[0] < 0.005
 

@@ -179,6 +179,7 @@ def _check_outputs(out: Path, scene, summary, expect_ok):
     assert dt < 0.01 and dr < 0.5          # many frames: better than any single one
     assert calib.frames_used == expect_ok
     assert summary["multiframe"]["frames_used"] == expect_ok
+    assert summary["multiframe"]["frames"] == [r["frame"] for r in ok]   # by name, in order
     assert len(list((out / "overlays").glob("*.png"))) >= 1
     return recs
 
