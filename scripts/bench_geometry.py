@@ -202,6 +202,26 @@ def main(argv=None) -> int:
           "%d/%d sequences (median at frame %s)"
           % (1e3 * np.median(spreads), len(conv_at), sequences,
              int(np.median(conv_at)) if conv_at else "-"))
+    # 10 frames of which only `good` carry the image's own joint readings (the others: joints of
+    # other moments, each fitting a pose of its own); the order of good and bad frames is random.
+    for good in (3, 5):
+        found, errs = 0, []
+        for _ in range(sequences):
+            T = random_camera(rng)
+            solver = MultiFrameSolver(K)
+            good_ids = set(rng.choice(10, good, replace=False).tolist())
+            for j in range(10):
+                p3, p2, _ = view(T, 1.0)
+                if j not in good_ids:
+                    p3 = robot.keypoints_3d(rng.uniform(lo, hi))
+                est = solver.add_frame(p3, p2)
+            used = set(est.extras.get("used_frame_ids", [])) if est.ok else set()
+            found += used == good_ids
+            errs.append(pose_error(est.camera_T_base, T)[0] if est.ok else np.inf)
+        print("10 frames, %d with the right joints, %d with other moments': the %d found in %d/%d "
+              "sequences; camera error median %.1f mm, 90%% %.1f mm"
+              % (good, 10 - good, good, found, sequences, 1e3 * np.median(errs),
+                 1e3 * np.percentile(errs, 90)))
     print("\nload average after: %.2f %.2f %.2f" % os.getloadavg())
     return 0
 
