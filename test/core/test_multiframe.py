@@ -19,6 +19,18 @@ def run(solver, rng, T, n, noise_px=1.0):
     return est
 
 
+def run_with_wrong_joints(rng, T, n, wrong):
+    """A new solver fed n frames (1 px noise) of camera T; frames in ``wrong`` carry joint
+    readings of another moment (random joints: the 3D points do not match the image)."""
+    solver = MultiFrameSolver(K)
+    for i in range(n):
+        p3, p2, _ = random_view(rng, noise_px=1.0, camera_T_base=T)
+        if i in wrong:
+            p3 = panda().keypoints_3d(random_joints(rng))
+        est = solver.add_frame(p3, p2)
+    return est
+
+
 def test_exact_frames_give_exact_pose():
     rng = np.random.default_rng(30)
     T = random_camera(rng)
@@ -74,12 +86,7 @@ def test_recovers_when_the_first_frames_are_outliers():
     rng = np.random.default_rng(33)
     for _ in range(4):
         T = random_camera(rng)
-        solver = MultiFrameSolver(K)
-        for i in range(25):
-            p3, p2, _ = random_view(rng, noise_px=1.0, camera_T_base=T)
-            if i in (0, 1, 5):
-                p3 = panda().keypoints_3d(random_joints(rng))
-            est = solver.add_frame(p3, p2)
+        est = run_with_wrong_joints(rng, T, 25, wrong=(0, 1, 5))
         assert pose_error(est.camera_T_base, T)[0] < 0.01
         assert set(est.extras["rejected_frame_ids"]) == {0, 1, 5}
 
@@ -214,12 +221,7 @@ def test_a_consistent_minority_wins_over_inconsistent_frames(good):
     rng = np.random.default_rng(35)
     for _ in range(4):
         T = random_camera(rng)
-        solver = MultiFrameSolver(K)
-        for i in range(10):
-            p3, p2, _ = random_view(rng, noise_px=1.0, camera_T_base=T)
-            if i not in good:
-                p3 = panda().keypoints_3d(random_joints(rng))
-            est = solver.add_frame(p3, p2)
+        est = run_with_wrong_joints(rng, T, 10, wrong=set(range(10)) - set(good))
         # the bad frames are rejected or wait (their own PnP failed); the 3 good ones are used
         assert est.ok and est.frames_used == 3
         assert not set(good) & set(est.extras["rejected_frame_ids"])

@@ -189,7 +189,6 @@ def test_resume_restores_weights_optimizer_and_counters(tmp_path):
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_average_weights_is_the_mean_with_the_last_checkpoints_counters(tmp_path):
-    import shutil
     import torch
     from dream_ros.cli import main
     from dream_ros.errors import ConfigError
@@ -215,9 +214,20 @@ def test_average_weights_is_the_mean_with_the_last_checkpoints_counters(tmp_path
         average_checkpoints([tmp_path / "early.pt", tmp_path / "other"], tmp_path / "x.pt")
 
 
+def _resume_from_only(tmp_path, state_path, max_steps):
+    """Resume the run in tmp_path/run with nothing but ``state_path`` as its last.pt; returns
+    the checkpoint it then writes."""
+    from dream_ros.train.checkpoint import load_checkpoint
+    from dream_ros.train.loop import train
+    shutil.rmtree(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    shutil.copy(state_path, tmp_path / "run" / "last.pt")
+    train(_cfg(tmp_path, max_steps=max_steps, resume=True))
+    return load_checkpoint(tmp_path / "run")
+
+
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_compact_state_is_smaller_and_resumes_in_float32(tmp_path):
-    import shutil
     import torch
     from dream_ros.train.checkpoint import load_checkpoint, save_compact_checkpoint
     from dream_ros.train.loop import train
@@ -235,11 +245,7 @@ def test_compact_state_is_smaller_and_resumes_in_float32(tmp_path):
     for k, v in small["model"].items():
         assert torch.equal(v, full["model"][k])                         # weights untouched
     # a run directory holding only the compact state resumes, Adam's state back in float32
-    shutil.rmtree(tmp_path / "run")
-    (tmp_path / "run").mkdir()
-    shutil.copy(compact, tmp_path / "run" / "last.pt")
-    train(_cfg(tmp_path, max_steps=3, resume=True))
-    resumed = load_checkpoint(tmp_path / "run")
+    resumed = _resume_from_only(tmp_path, compact, max_steps=3)
     assert resumed["counters"]["steps"] == 3
     assert all(v.dtype == torch.float32 for st in resumed["optimizer"]["state"].values()
                for v in st.values() if v.dim() > 0)
@@ -247,7 +253,6 @@ def test_compact_state_is_smaller_and_resumes_in_float32(tmp_path):
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
 def test_compact_state_shrinks_only_as_far_as_its_budget_needs(tmp_path):
-    import shutil
     import torch
     from dream_ros.train.checkpoint import _state_mb, load_checkpoint, save_compact_checkpoint
     from dream_ros.train.loop import train
@@ -280,11 +285,7 @@ def test_compact_state_shrinks_only_as_far_as_its_budget_needs(tmp_path):
             assert v.dtype == torch.float16
             torch.testing.assert_close(v.float(), full["model"][k], rtol=1e-3, atol=1e-4)
     # the run resumes from it: float32 weights and moments, the first moment filling again
-    shutil.rmtree(tmp_path / "run")
-    (tmp_path / "run").mkdir()
-    shutil.copy(tight_path, tmp_path / "run" / "last.pt")
-    train(_cfg(tmp_path, max_steps=3, resume=True))
-    resumed = load_checkpoint(tmp_path / "run")
+    resumed = _resume_from_only(tmp_path, tight_path, max_steps=3)
     assert resumed["counters"]["steps"] == 3
     assert all(v.dtype == torch.float32 for v in resumed["model"].values() if v.is_floating_point())
     moments = [st["exp_avg"] for st in resumed["optimizer"]["state"].values()]
