@@ -602,6 +602,11 @@ def print_summary(records: List[dict], summary: dict) -> None:
                  "converged" if m["converged"] else "not converged",
                  " ".join("%+.4f" % v for v in m["position_m"]),
                  " ".join("%+.2f" % v for v in m["rpy_deg"]), m["reprojection_error_px"] or float("nan")))
+        if m["frames_used"] < 0.5 * summary["ok"]:
+            print("warning: only %d of the %d accepted frames agree with one camera pose; the "
+                  "others' joint angles may not match their images (joint states out of sync "
+                  "with the camera, or the camera moved): check the overlays"
+                  % (m["frames_used"], summary["ok"]))
         if "error_translation_m" in m:
             print("multi-frame error vs truth: %.1f mm, %.2f deg"
                   % (1000 * m["error_translation_m"], m["error_rotation_deg"]))

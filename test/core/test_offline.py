@@ -317,3 +317,19 @@ def test_cli_with_a_real_model_file(tmp_path, scene, robot, capsys):
     # A wrong --robot for the model is a clear error, not a crash.
     assert main(["calibrate", "--model", str(model), "--robot", str(tmp_path / "x.yaml"),
                  "--images", str(folder), "--out", str(out)]) == 2
+
+
+def test_summary_warns_when_most_frames_disagree_with_the_multi_frame_pose(capsys):
+    from dream_ros.offline import print_summary
+    multi = {"frames_used": 3, "frames": ["a", "b", "c"], "converged": False,
+             "position_m": [0.3, -0.7, 0.9], "rpy_deg": [-120.0, 0.0, -15.0],
+             "reprojection_error_px": 3.4, "calibration": "calibration.yaml"}
+    summary = {"frames": 10, "ok": 10, "failures": {}, "multiframe": multi,
+               "results": "results.jsonl"}
+    print_summary([], summary)
+    out = capsys.readouterr().out
+    assert "(3 frames: a b c, not converged)" in out
+    assert "only 3 of the 10 accepted frames agree" in out
+    multi["frames_used"] = 6
+    print_summary([], summary)
+    assert "agree" not in capsys.readouterr().out
