@@ -226,6 +226,8 @@ class MultiFrameSolver(object):
             if best_key is None or key > best_key:
                 best_key, best = key, (x, agree)
         x, agree = best
+        if not agree.any():     # noisy frames, not even the hypothesis' own within the gate
+            agree[:] = True
         keep = np.repeat(agree, counts)
         return self._robust_solve(x, p3[keep], p2[keep])
 

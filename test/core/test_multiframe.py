@@ -226,3 +226,14 @@ def test_a_consistent_minority_wins_over_inconsistent_frames(good):
         assert est.ok and est.frames_used == 3
         assert not set(good) & set(est.extras["rejected_frame_ids"])
         assert pose_error(est.camera_T_base, T)[0] < 0.025   # single frames: ~17 mm median
+
+
+def test_a_frame_too_noisy_for_the_gate_still_gives_an_estimate():
+    # found by test_solver_fuzz: one frame whose own pose leaves a median error above
+    # point_gate_px (no frame "agrees"): the consensus start falls back to all frames' points
+    rng = np.random.default_rng(36)
+    T = random_camera(rng)
+    solver = MultiFrameSolver(K, robust=False, loss="linear", min_frames=1)
+    p3, p2, _ = random_view(rng, noise_px=15.0, camera_T_base=T)
+    est = solver.add_frame(p3, p2)            # raised AttributeError before the fallback
+    assert est.ok or est.status == "too_few_inliers"
