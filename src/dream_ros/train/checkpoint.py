@@ -66,11 +66,13 @@ STATE_BUDGET_MB = 24.0
 DROPPABLE_MOMENT = "exp_avg"
 
 
-def _float_tensors(tree):
+def _is_float_array(value) -> bool:
     import torch
-    for value in tree.values():
-        if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
-            yield value
+    return torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0
+
+
+def _float_tensors(tree):
+    return (value for value in tree.values() if _is_float_array(value))
 
 
 def _state_mb(state) -> float:
@@ -98,9 +100,8 @@ def save_compact_checkpoint(src: Path, dst: Path, budget_mb: float = STATE_BUDGE
         raise ConfigError("no checkpoint at %s" % src)
     moments = list(state.get("optimizer", {}).get("state", {}).values())
     for per_param in moments:
-        for key in list(per_param):
-            value = per_param[key]
-            if torch.is_tensor(value) and value.is_floating_point() and value.dim() > 0:
+        for key, value in per_param.items():
+            if _is_float_array(value):
                 per_param[key] = value.to(torch.bfloat16)
     compact = {"moments": "bfloat16", "weights": "float32", "dropped": []}
     if _state_mb(state) > budget_mb:
