@@ -263,7 +263,11 @@ def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, max_s
     then, if none of those has N - 1 inliers, every subset leaving two out (while there are at
     most max_subsets of them, i.e. N <= 8; all are tried because a wrong keypoint does not
     always have the largest error under the all-points pose). For more points OpenCV's RANSAC
-    (EPnP on random 5-point samples) replaces the leave-two-out step. Subsets keep >= 5 points.
+    (EPnP on random 5-point samples) replaces the leave-two-out step. Subsets keep >= 4 points
+    (min_points): a subset's pose still needs min_points inliers to count, so a 4-point subset
+    is no weaker evidence than a 4-point fit, and without them 5 keypoints with one wrong could
+    never yield the 4-point agreement that min_points = 4 accepts (OpenCV's RANSAC samples 5).
+    4-point subsets get P3P candidates too (near-planar layouts, see _epnp).
     The best three by MSAC cost are LM-refined on their inliers before the final choice."""
     n = len(p3)
     hyps = []
@@ -279,16 +283,17 @@ def _robust_pose(p3, p2, K, dist, thr, min_points, iterations, confidence, max_s
     tight = add(_epnp(p3, p2, K, dist))
     enumerated = 0
     for k in (1, 2):
-        if tight or n - k < max(min_points, 5) or comb(n, k) > max_subsets:
+        if tight or n - k < max(min_points, 4) or comb(n, k) > max_subsets:
             break
         if k == 2 and any(h[2].sum() >= n - 1 for h in hyps):
             break
         keep = np.ones(n, bool)
         for out in itertools.combinations(range(n), k):
             keep[list(out)] = False
-            # SQPnP only: half the cost, and the better of the two on near-degenerate layouts.
-            tight = add(_epnp(p3[keep], p2[keep], K, dist, flags=(cv2.SOLVEPNP_SQPNP,)),
-                        left_out=out) or tight
+            # SQPnP only: half the cost, and the better of the two on near-degenerate layouts;
+            # 4 points: every solver, P3P included (_epnp's small-set branch).
+            flags = (cv2.SOLVEPNP_SQPNP,) if n - k > 4 else (cv2.SOLVEPNP_EPNP, cv2.SOLVEPNP_SQPNP)
+            tight = add(_epnp(p3[keep], p2[keep], K, dist, flags=flags), left_out=out) or tight
             keep[list(out)] = True
         enumerated = k
     if not tight and enumerated < 2 and not any(h[2].sum() >= n - 1 for h in hyps):

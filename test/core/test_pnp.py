@@ -181,6 +181,28 @@ def test_two_keypoints_moved_80px_are_rejected():
     assert rejected >= 57     # a few 5-point layouts are ambiguous
 
 
+def test_one_wrong_keypoint_of_five_leaves_the_four_right_ones():
+    """With 5 keypoints 4 agreeing ones are enough (min_inliers' default), so the search must try
+    the 4-point subsets: OpenCV's EPnP RANSAC samples 5 points, i.e. all of them."""
+    rng = np.random.default_rng(24)
+    found = 0
+    for trial in range(60):
+        p3, p2, T = random_view(rng, noise_px=1.0)
+        idx = rng.choice(7, 5, replace=False)
+        p3, p2 = p3[idx], p2[idx].copy()
+        k = trial % 5
+        angle = rng.uniform(0, 2 * np.pi)
+        p2[k] += 80.0 * np.array([np.cos(angle), np.sin(angle)])
+        est = solve_pnp(p3, p2, K)
+        if est.ok and not est.inliers[k] and est.inliers.sum() == 4:
+            found += 1
+            # the pose is the one the four good keypoints give
+            keep = np.arange(5) != k
+            clean = solve_pnp(p3[keep], p2[keep], K, robust=False)
+            assert np.allclose(est.camera_T_base, clean.camera_T_base, atol=1e-6)
+    assert found >= 55     # a few 5-point layouts also fit the moved point (old search: 0)
+
+
 def test_four_agreeing_keypoints_of_seven_are_not_enough():
     """With 3 of 7 keypoints wrong a pose that 4 agree on is usually wrong: refused by default."""
     rng = np.random.default_rng(23)
