@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dream_ros.errors import InputError
+from dream_ros.errors import ConfigError, InputError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "panda_tiny"
 NAMES = ["panda_link0", "panda_link2", "panda_link3", "panda_link4", "panda_link6", "panda_link7",
@@ -372,6 +372,37 @@ def test_init_grows_a_net_without_changing_its_output(tmp_path):
     assert prov["init_training"]["images_seen"] == 12
     with torch.no_grad():
         torch.testing.assert_close(deeper.eval()(x), deep.float().eval()(x))
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
+def test_init_grows_the_head_for_a_config_with_more_keypoints(tmp_path):
+    """panda -> panda_extended: the model's 7 maps unchanged, 4 new ones, trained on data that
+    carries only the 7 (the rest derived from each frame's joint state)."""
+    import torch
+    from dream_ros.network.model_file import load_model
+    from dream_ros.robot_config import load_robot_config
+    from dream_ros.train.export import export_run
+    from dream_ros.train.loop import TrainConfig, _init_from, train
+    train(_cfg(tmp_path, max_steps=2, input_size=(320, 240)))
+    small = export_run(str(tmp_path / "run"), str(tmp_path / "small.pt"))
+    src, _ = load_model(str(small))
+    extended = load_robot_config("panda_extended").keypoint_names
+    cfg = TrainConfig(data=[], out=str(tmp_path / "ext"), init=str(small), robot="panda_extended")
+    net, spec, _ = _init_from(cfg, extended, lambda msg: None)
+    assert spec["arch"] == "dream_tiny_s4"
+    x = torch.randn(2, 3, 240, 320)
+    with torch.no_grad():
+        out = net.eval()(x)
+        assert out.shape[1] == 11
+        torch.testing.assert_close(out[:, :7], src.float().eval()(x))
+    # a config that changes the model's keypoints (not only adds) is refused
+    with pytest.raises(ConfigError, match="add keypoints after the model's"):
+        _init_from(cfg, extended[1:], lambda msg: None)
+    res = train(_cfg(tmp_path, out=str(tmp_path / "ext"), robot="panda_extended", init=str(small),
+                     input_size=None, max_steps=2))
+    assert res["counters"]["steps"] == 2
+    model = export_run(str(tmp_path / "ext"), str(tmp_path / "ext.pt"))
+    assert load_model(str(model))[1].keypoint_names == list(extended)
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")

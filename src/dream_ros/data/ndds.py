@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import InputError
+from .derived_keypoints import derive_keypoints, frame_state
 
 CAMERA_SETTINGS = "_camera_settings.json"
 IMAGE_EXTS = ("png", "jpg")
@@ -209,11 +210,15 @@ class NddsDataset:
 
     ``robot_name``: the object ``class`` to read (a robot config name or DREAM name, e.g. "panda");
     None takes the single object that has keypoints. ``keypoint_names``: if given, every frame
-    must have these (DREAM's rule) and arrays come in this order.
+    must have these (DREAM's rule) and arrays come in this order, unless ``derive_with`` (a
+    RobotModel that has them) is given: then those a frame lacks are derived from its joint state
+    and base pose (``derived_keypoints``), in frame by the image bounds, occlusion unknown.
     """
 
     def __init__(self, directory: Union[str, Path], robot_name: Optional[str] = None,
-                 units_scale: float = 1.0, keypoint_names: Optional[Sequence[str]] = None):
+                 units_scale: float = 1.0, keypoint_names: Optional[Sequence[str]] = None,
+                 derive_with=None):
+        self.derive_with = derive_with
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise InputError("NDDS dataset directory not found: %s" % self.directory)
@@ -278,35 +283,35 @@ class NddsDataset:
         obj = self._robot_object(data, path)
         kps = {k["name"]: k for k in obj.get("keypoints", [])}
         names = self.keypoint_names or [k["name"] for k in obj.get("keypoints", [])]
-        missing = [n for n in names if n not in kps]
-        if missing:
-            raise InputError("%s lacks keypoints %s" % (path, missing))
+        joints, camera_T_base, frame_K = frame_state(data, obj, self.units_scale)
+        K = self.K if frame_K is None else frame_K
+        recorded = [n for n in names if n in kps]
         try:
-            uv = np.array([kps[n]["projected_location"] for n in names], float).reshape(-1, 2)
-            xyz = np.array([kps[n]["location"] for n in names], float).reshape(-1, 3) * self.units_scale
+            uv = np.full((len(names), 2), np.nan)
+            xyz = np.full((len(names), 3), np.nan)
+            for k, n in enumerate(names):
+                if n in kps:
+                    uv[k] = np.asarray(kps[n]["projected_location"], float)[:2]
+                    xyz[k] = np.asarray(kps[n]["location"], float)[:3] * self.units_scale
         except (KeyError, ValueError, TypeError) as exc:
             raise InputError("%s: malformed keypoints: %s" % (path, exc))
-        in_frame = (np.array([bool(kps[n]["in_frame"]) for n in names])
-                    if all("in_frame" in kps[n] for n in names) else None)
+        missing = [n for n in names if n not in kps]
+        if missing:
+            if self.derive_with is None:
+                raise InputError("%s lacks keypoints %s" % (path, missing))
+            rows = [names.index(n) for n in missing]
+            uv[rows], xyz[rows] = derive_keypoints(
+                self.derive_with, missing, joints, camera_T_base, frame_K,
+                {n: xyz[names.index(n)] for n in recorded}, where=str(path))
+        W, H = self.image_size
+        in_frame = None
+        if all("in_frame" in kps[n] for n in recorded):
+            in_frame = np.array([bool(kps[n]["in_frame"]) if n in kps else
+                                 bool(0 <= uv[k, 0] <= W and 0 <= uv[k, 1] <= H)
+                                 for k, n in enumerate(names)])
         occluded = (np.array([bool(kps[n]["occluded"]) for n in names])
-                    if all("occluded" in kps[n] for n in names) else None)
-        joints = {}
-        for j in (data.get("sim_state") or {}).get("joints", []) or []:
-            if "name" in j and "position" in j:
-                joints[str(j["name"])] = float(j["position"])
-        camera_T_base = None
-        if "location" in obj and "quaternion_xyzw" in obj:
-            from ..frames import from_translation_quaternion
-            try:
-                camera_T_base = from_translation_quaternion(
-                    np.asarray(obj["location"], float) * self.units_scale, obj["quaternion_xyzw"])
-            except ValueError:
-                camera_T_base = None
+                    if all("occluded" in kps.get(n, {}) for n in names) else None)
         mask = self.directory / ("%s.cs.png" % name)
-        K = self.K
-        ins = (data.get("camera_data") or {}).get("intrinsics")
-        if ins:
-            K = np.array([[ins["fx"], 0.0, ins["cx"]], [0.0, ins["fy"], ins["cy"]], [0.0, 0.0, 1.0]])
         return NddsFrame(name=name, image_path=self.image_path(i), keypoint_names=list(names),
                          projected=uv, location=xyz, joints=joints, K=K, camera_T_base=camera_T_base,
                          in_frame=in_frame, occluded=occluded,

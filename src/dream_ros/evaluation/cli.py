@@ -96,7 +96,8 @@ def run(args) -> int:
     robot = RobotModel.load(robot_name)
     names = list(robot.keypoint_names)
 
-    ds = load_eval_frames(args.data, names, robot_name=robot.name, limit=args.limit)
+    ds = load_eval_frames(args.data, names, robot_name=robot.name, limit=args.limit,
+                          derive_with=robot)
     frames, K, image_size = ds.frames, ds.K, ds.image_size
     if not frames:
         raise InputError("no frames in %s" % args.data)

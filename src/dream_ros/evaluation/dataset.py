@@ -17,10 +17,12 @@ class EvalDataset:
 
 
 def load_eval_frames(directory, keypoint_names: Sequence[str], robot_name: Optional[str] = None,
-                     limit: Optional[int] = None) -> EvalDataset:
-    """Read the first ``limit`` frames (all by default); 3D points stay in the dataset's units."""
+                     limit: Optional[int] = None, derive_with=None) -> EvalDataset:
+    """Read the first ``limit`` frames (all by default); 3D points stay in the dataset's units.
+    ``derive_with``: a RobotModel whose keypoints the frames may lack (``NddsDataset``)."""
     from ..data.ndds import NddsDataset
-    ds = NddsDataset(directory, robot_name=robot_name, keypoint_names=list(keypoint_names))
+    ds = NddsDataset(directory, robot_name=robot_name, keypoint_names=list(keypoint_names),
+                     derive_with=derive_with)
     n = len(ds) if limit is None else min(int(limit), len(ds))
     frames = []
     for i in range(n):

@@ -33,7 +33,9 @@ def calibration_inputs(config, data_dir, frames: int = DEFAULT_CALIBRATION_FRAME
     and the zoom pass's crops around its labelled keypoints (the whole robot, each half)."""
     from dream_ros.data.ndds import NddsDataset
     from dream_ros.network.zoom import ZOOM_VIEWS, crop_box, crop_image, labels_on_image
-    ds = NddsDataset(data_dir, robot_name=config.robot, keypoint_names=config.keypoint_names)
+    from dream_ros.robot import RobotModel
+    ds = NddsDataset(data_dir, robot_name=config.robot, keypoint_names=config.keypoint_names,
+                     derive_with=RobotModel.load(config.robot))
     if len(ds) == 0:
         raise InputError("calibration set %s has no frames" % data_dir)
     pre = config.make_preprocessor()

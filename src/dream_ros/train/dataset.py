@@ -60,8 +60,11 @@ def _camera_size(directory: Path) -> Optional[Tuple[int, int]]:
         raise InputError("%s has no camera_settings[0].captured_image_size" % path)
 
 
-def _read_keypoints(json_path: Path, object_class: str, names: Sequence[str]) -> Optional[np.ndarray]:
+def _read_keypoints(json_path: Path, object_class: str, names: Sequence[str],
+                    derive_with=None) -> Optional[np.ndarray]:
     """(K,2) projected_location in NDDS keypoint order given by ``names``; None if unreadable.
+    Keypoints the frame lacks are derived from its joint state and base pose when ``derive_with``
+    (a RobotModel that has them) is given (``data.derived_keypoints``), else InputError.
 
     A small NDDS reader of our own (only 2D labels are needed) so a directory still being written
     can be indexed incrementally and half-written files skipped instead of failing.
@@ -80,11 +83,22 @@ def _read_keypoints(json_path: Path, object_class: str, names: Sequence[str]) ->
         return None
     by_name = {k.get("name"): k for k in obj.get("keypoints") or []}
     xy = np.full((len(names), 2), np.nan, dtype=np.float32)
+    missing = []
     for i, n in enumerate(names):
         k = by_name.get(n)
         if k is None:
-            raise InputError("%s: keypoint %r missing (has %s)" % (json_path, n, sorted(by_name)))
+            missing.append(i)
+            continue
         xy[i] = k["projected_location"][:2]
+    if missing and derive_with is None:
+        raise InputError("%s: keypoints %s missing (has %s)"
+                         % (json_path, [names[i] for i in missing], sorted(by_name)))
+    if missing:
+        from ..data.derived_keypoints import derive_keypoints, frame_state
+        joints, camera_T_base, K = frame_state(data, obj)
+        recorded = {n: k["location"] for n, k in by_name.items() if "location" in k}
+        xy[missing] = derive_keypoints(derive_with, [names[i] for i in missing], joints,
+                                       camera_T_base, K, recorded, where=str(json_path))[0]
     return xy
 
 
@@ -92,7 +106,7 @@ class FrameIndex:
     """All frames of several NDDS directories; ``refresh()`` adds frames written since last time."""
 
     def __init__(self, dirs: Sequence[str], keypoint_names: Sequence[str], object_class: str = "panda",
-                 min_age_s: float = 2.0):
+                 min_age_s: float = 2.0, derive_with=None):
         if not dirs:
             raise InputError("no training data directory given")
         self.dirs = [Path(d) for d in dirs]
@@ -100,6 +114,7 @@ class FrameIndex:
             if not d.is_dir():
                 raise InputError("data directory %s does not exist" % d)
         self.names = list(keypoint_names)
+        self.derive_with = derive_with   # RobotModel: derive keypoints the frames lack (see above)
         self.object_class = object_class
         self.min_age_s = min_age_s       # skip files modified this recently (still being written)
         self._records: Dict[str, FrameRecord] = {}
@@ -131,7 +146,7 @@ class FrameIndex:
                 image = _image_for(path)
                 if image is None:
                     continue
-                xy = _read_keypoints(path, self.object_class, self.names)
+                xy = _read_keypoints(path, self.object_class, self.names, self.derive_with)
                 if xy is None:
                     continue
                 size = cam_size

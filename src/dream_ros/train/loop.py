@@ -183,15 +183,20 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
     Same architecture: every weight, the preprocessing and the label codec come from the model.
     Another architecture of ours: the net is grown from the model's without changing its output
     (``grow_state_dict``: blocks added, stages widened); DREAM's weights into one of ours: those
-    whose name and shape match are copied, the rest start fresh.
+    whose name and shape match are copied, the rest start fresh. A robot config that lists the
+    model's keypoints first and then more (panda -> panda_extended) grows the output head: the
+    model's maps stay as they were, the new ones start fresh.
     """
     from ..network.dream_arch import DREAM_ARCHS
     from ..network.model_file import load_model
     from ..network.ours import grow_state_dict
     src, mcfg = load_model(cfg.init)
-    if list(mcfg.keypoint_names) != list(names):
-        raise ConfigError("--init %s has keypoints %s, the robot config %s"
-                          % (cfg.init, mcfg.keypoint_names, list(names)))
+    have = list(mcfg.keypoint_names)
+    more_keypoints = len(have) < len(names) and list(names[:len(have)]) == have
+    if have != list(names) and not more_keypoints:
+        raise ConfigError("--init %s has keypoints %s, the robot config %s (a config can add "
+                          "keypoints after the model's, not change them)"
+                          % (cfg.init, have, list(names)))
     arch = cfg.arch or mcfg.arch
     prov = {"init": str(cfg.init), "init_training": _training_of(mcfg)}
     if arch == mcfg.arch:
@@ -199,7 +204,10 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
                 "preprocessing": mcfg.preprocessing, "half_pixel": mcfg.half_pixel,
                 "mean": list(mcfg.mean), "std": list(mcfg.std), "codec": dict(mcfg.codec)}
         log("init: all weights, preprocessing %s and codec from %s" % (mcfg.preprocessing, cfg.init))
-        return src.train(), spec, dict(prov, init_tensors=len(src.state_dict()))
+        if not more_keypoints:
+            return src.train(), spec, dict(prov, init_tensors=len(src.state_dict()))
+    else:
+        spec = _default_spec(arch, cfg.input_size)
     net = _build(arch, len(names))
     mine = net.state_dict()
     if mcfg.is_dream or arch in DREAM_ARCHS:
@@ -213,8 +221,9 @@ def _init_from(cfg: "TrainConfig", names: Sequence[str], log):
     if not used:
         raise ConfigError("--init %s (%s): no weight matches %s by name and shape"
                           % (cfg.init, mcfg.arch, arch))
-    log("init: %d/%d tensors from %s" % (used, len(mine), cfg.init))
-    return net, _default_spec(arch, cfg.input_size), dict(prov, init_tensors=used)
+    log("init: %d/%d tensors from %s%s" % (used, len(mine), cfg.init, "; %d new keypoint maps"
+                                             % (len(names) - len(have)) if more_keypoints else ""))
+    return net, spec, dict(prov, init_tensors=used)
 
 
 def _training_of(mcfg) -> Dict[str, Any]:
@@ -334,10 +343,15 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     log("arch %s: %.2f M parameters, input %s -> output %s, %d keypoints, device %s (%s), world %d"
         % (arch, n_params / 1e6, input_size, out_size, len(names), device, precision, world))
 
-    index = FrameIndex(cfg.data, names, object_class=robot.dream_name)
+    # Keypoints the frames lack (data rendered for panda, trained for panda_extended) are derived
+    # from each frame's joint state and base pose by forward kinematics.
+    from ..robot import RobotModel
+    kinematics = RobotModel.load(cfg.robot)
+    index = FrameIndex(cfg.data, names, object_class=robot.dream_name, derive_with=kinematics)
     # A fixed validation set (--val-data) keeps scores comparable while the training data grows;
     # without it, a hash-split share of the training frames is held out.
-    val_index = FrameIndex(cfg.val_data, names, object_class=robot.dream_name) if cfg.val_data else None
+    val_index = (FrameIndex(cfg.val_data, names, object_class=robot.dream_name,
+                            derive_with=kinematics) if cfg.val_data else None)
 
     def split_frames():
         if val_index is None:

@@ -33,7 +33,7 @@ def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
                                 backend="torch", zoom_views=1)
     robot = RobotModel.load(config.robot)
     names = list(robot.keypoint_names)
-    ds = load_eval_frames(data_dir, names, robot_name=robot.name, limit=limit)
+    ds = load_eval_frames(data_dir, names, robot_name=robot.name, limit=limit, derive_with=robot)
     units = resolve_units("auto", ds.frames, robot)
     res = evaluate_frames(ds.frames, DetectorKeypoints(detector, names), robot, ds.K,
                           ds.image_size, units)
