@@ -49,7 +49,7 @@ def derive_keypoints(robot, names: Sequence[str], joints: Mapping[str, float],
                      ) -> Tuple[np.ndarray, np.ndarray]:
     """(uv (N,2) pixels, xyz (N,3) camera frame, metres) of ``robot``'s keypoints ``names`` at
     ``joints``, seen from ``camera_T_base`` through ``K`` (pixel centres at integer coordinates,
-    as synth labels: u = fx x / z + cx). ``recorded_xyz``: camera-frame locations (metres) of
+    as synth labels: u = fx x / z + cx; NaN behind the camera). ``recorded_xyz``: camera-frame locations (metres) of
     keypoints the frame carries; every one of them that ``robot`` also has must agree with the
     derivation, else InputError (as for a frame without joint state, base pose or intrinsics)."""
     lacking = [what for what, ok in (("joint state (sim_state.joints)", bool(joints)),
@@ -73,9 +73,6 @@ def derive_keypoints(robot, names: Sequence[str], joints: Mapping[str, float],
                              "recorded keypoints %.3g m away from their labels (units other than "
                              "metres, or another robot?): cannot derive %s"
                              % (where, off, list(names)))
-    xyz = p_cam[[index[n] for n in names]]
-    uv = np.full((len(names), 2), np.nan)          # behind the camera: no pixel
-    front = xyz[:, 2] > 0
-    uv[front, 0] = K[0, 0] * xyz[front, 0] / xyz[front, 2] + K[0, 2]
-    uv[front, 1] = K[1, 1] * xyz[front, 1] / xyz[front, 2] + K[1, 2]
-    return uv, xyz
+    rows = [index[n] for n in names]
+    from ..visualize import project    # NaN behind the camera
+    return project(p_base[rows], camera_T_base, K), p_cam[rows]
