@@ -44,13 +44,13 @@ print("|---|---|---|---|")
 for noise in NOISE:
     rng = np.random.default_rng(0)
     uv_pred, uv_gt, add = [], [], {7: [], 11: []}
-    for K, p3, uv_true, truth in scenes:
+    for (K, p3, uv_true, truth), frame_viable in zip(scenes, viable):
         uv = uv_true + rng.normal(0.0, noise, uv_true.shape)
         uv[~metrics.in_frame_mask(uv_true, ds.image_size)] = np.nan
         uv_pred.append(uv[:7])
         uv_gt.append(truth.uv)
         for n in add:
-            if not viable[len(uv_pred) - 1]:
+            if not frame_viable:
                 add[n].append(np.nan)
                 continue
             est = solve_pnp(p3[:n], uv[:n], K)
