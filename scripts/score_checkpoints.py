@@ -28,9 +28,11 @@ def pooled_scores(eval_dirs):
     uv_pred, uv_gt, add, viable, sizes = [], [], [], [], set()
     for d in eval_dirs:
         with open(Path(d) / "summary.json") as f:
-            sizes.add(tuple(json.load(f)["image_size"]))
+            summary = json.load(f)
+        sizes.add(tuple(summary["image_size"]))
         for r in results.read_results(Path(d) / "results.jsonl"):
-            names = list(r["keypoints_gt"])
+            # PCK over the keypoints the eval scored (DREAM's 7 for an 11-keypoint Panda model)
+            names = summary.get("metric_keypoints") or list(r["keypoints_gt"])
             uv_gt.append([r["keypoints_gt"][n] for n in names])
             uv_pred.append([r["keypoints"][n] if r["keypoints"][n] is not None
                             else [np.nan, np.nan] for n in names])

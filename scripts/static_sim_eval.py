@@ -17,6 +17,7 @@ import torch
 torch.set_num_threads(1)
 from dream_ros import frames, visualize  # noqa: E402
 from dream_ros.calibration import Calibrator  # noqa: E402
+from dream_ros.network.model_file import robot_for_model  # noqa: E402
 from dream_ros.ros.node import build_detector, zoom_views_for  # noqa: E402
 from dream_ros.ros.sim_camera import SimCamera  # noqa: E402
 
@@ -25,16 +26,18 @@ W = int(sys.argv[2]) if len(sys.argv) > 2 else 640
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 80
 VIEWS = zoom_views_for("static", int(sys.argv[4]) if len(sys.argv) > 4 else 0)
 sim = SimCamera(width=W, height=W * 3 // 4, camera_position=(1.3, 0.6, 0.8), look_at=(0.1, 0, 0.45))
-cal = Calibrator(sim.robot, build_detector(model, sim.robot, "cpu", "auto", 1, VIEWS),
-                 mode="static")
+detector = build_detector(model, sim.robot, "cpu", "auto", 1, VIEWS)
+# the model's keypoints (an 11-keypoint panda_extended model on the simulated panda)
+robot = robot_for_model(model, detector.config, sim.robot, "pass a Panda model")
+cal = Calibrator(robot, detector, mode="static")
 outcomes, errs = Counter(), []
-offsets = {name: [] for name in sim.robot.keypoint_names}
+offsets = {name: [] for name in robot.keypoint_names}
 for i in range(N):
     j = sim.joints(i * 0.25)
     det, est = cal.process(sim.render(j), j, sim.K)
-    truth_uv = visualize.project(sim.robot.keypoints_3d(j), sim.camera_T_base, sim.K)
+    truth_uv = visualize.project(robot.keypoints_3d(j), sim.camera_T_base, sim.K)
     errs += list(np.linalg.norm(det.uv - truth_uv, axis=1)[det.detected])
-    for k, name in enumerate(sim.robot.keypoint_names):
+    for k, name in enumerate(robot.keypoint_names):
         if det.detected[k]:
             offsets[name].append(det.uv[k] - truth_uv[k])
     outcomes[est.extras.get("stage", est.status)] += 1

@@ -331,6 +331,7 @@ def run(args) -> int:
     import torch
 
     from .errors import InputError
+    from .network.model_file import robot_for_model
     if args.frames < 1 or args.dream_frames < 1 or args.warmup < 0:
         raise InputError("--frames and --dream-frames must be >= 1 and --warmup >= 0")
     torch.set_num_threads(max(1, int(args.threads)))
@@ -348,8 +349,10 @@ def run(args) -> int:
     ours = _our_pipeline(args.model, robot, args.backend, args.threads, args.zoom_views)
     print("- %s: %s; %d frames" % (ours.label, ours.note, args.frames), file=out)
     out.flush()
-    rows.append(_run(ours, robot, stream, args.frames, args.warmup))
-    node = _run_node_path(ours, robot, stream, args.frames, args.warmup)
+    # an 11-keypoint panda_extended model brings its config: FK gives the model's keypoints
+    our_robot = robot_for_model(args.model, ours.det.config, robot, "pass the matching --model")
+    rows.append(_run(ours, our_robot, stream, args.frames, args.warmup))
+    node = _run_node_path(ours, our_robot, stream, args.frames, args.warmup)
     rows[0]["node_path"] = node
     del ours
     for arch in archs:

@@ -352,15 +352,15 @@ def run(args) -> int:
     import torch
     from .network.detector import KeypointDetector
     from .network.detector_options import detector_kwargs
-    from .network.model_file import check_model_fits_robot, load_model
+    from .network.model_file import load_model, robot_for_model
     from .robot import RobotModel
 
     torch.set_num_threads(max(1, int(args.threads)))
     model_ref = args.model or args.robot or "panda"
     net, model_config = load_model(model_ref)
     robot_ref = args.robot or getattr(model_config, "robot", None) or "panda"
-    robot = RobotModel.load(robot_ref)
-    check_model_fits_robot(model_ref, model_config, robot, "pass the matching --model or --robot")
+    robot = robot_for_model(model_ref, model_config, RobotModel.load(robot_ref),
+                            "pass the matching --model or --robot")
     detector = KeypointDetector((net, model_config), device=args.device, **detector_kwargs(args))
     gates = {}
     if args.max_reprojection_error is not None:

@@ -50,7 +50,10 @@ def write_ndds(folder: Path, n_frames=6, units="cm", drop_joints=(), offscreen_f
         pc = pb @ T[:3, :3].T + T[:3, 3]
         uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
         frame = {
+            "camera_data": {"intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2],
+                                           "cy": K[1, 2]}},
             "objects": [{"class": "panda", "visibility": 1, "location": list(T[:3, 3] * scale),
+                         "quaternion_xyzw": list(frames.quaternion_xyzw(T)),
                          "keypoints": [{"name": n, "location": list(p * scale),
                                         "projected_location": list(u)}
                                        for n, p, u in zip(robot.keypoint_names, pc, uv)]}],
@@ -156,6 +159,40 @@ def test_metres_dataset_and_limit(tmp_path, capsys):
     assert s["frames"] == 3 and s["add_median_m"] < 1e-6
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["units"] == "m"
     assert not list((tmp_path / "o").glob("overlay_*.png"))
+
+
+def test_more_keypoints_than_dreams_are_scored_on_dreams(tmp_path, capsys):
+    """panda_extended (11 keypoints) on a panda dataset: its 4 extra keypoints are derived and
+    used by the pose, but PCK and ADD are taken over DREAM's 7, as for a 7-keypoint model."""
+    d = tmp_path / "ndds_m"
+    write_ndds(d, n_frames=5, units="m", seed=4)
+    out = tmp_path / "ext"
+    assert main(["eval", "--data", str(d), "--out", str(out), "--oracle-keypoints", "--robot",
+                 "panda_extended", "--noise-px", "3", "--overlays", "0"]) == 0
+    s, lines = _last_json(capsys)
+    summary = json.loads((out / "summary.json").read_text())
+    panda = RobotModel.load("panda")
+    assert summary["metric_keypoints"] == panda.keypoint_names
+    assert len(summary["per_keypoint"]) == 11 and summary["pck_auc_all_keypoints"] is not None
+    assert any(l.startswith("metrics over panda's 7 keypoints") for l in lines)
+    recs = R.read_results(out / "results.jsonl")
+    gt = np.array([[r["keypoints_gt"][n] for n in panda.keypoint_names] for r in recs])
+    pred = np.array([[r["keypoints"][n] for n in panda.keypoint_names] for r in recs], float)
+    from dream_ros.evaluation import metrics
+    assert s["pck_auc"] == pytest.approx(metrics.keypoint_pck(pred, gt, (W, H)).auc)
+    checked = 0
+    for r in recs:
+        if r["camera_T_base"] is None:
+            continue
+        q = {j["name"]: j["position"] for j in
+             json.loads((d / (r["frame"] + ".json")).read_text())["sim_state"]["joints"]}
+        pb = panda.keypoints_3d(q)
+        T, T_true = np.array(r["camera_T_base"]), np.array(r["camera_T_base_true"])
+        add7 = np.mean(np.linalg.norm((pb @ T[:3, :3].T + T[:3, 3])
+                                      - (pb @ T_true[:3, :3].T + T_true[:3, 3]), axis=1))
+        assert r["add_m"] == pytest.approx(add7, rel=1e-9)
+        checked += 1
+    assert checked >= 4
 
 
 def test_bad_arguments_are_clear_errors(cm_dataset, tmp_path, capsys):

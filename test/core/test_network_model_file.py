@@ -242,3 +242,24 @@ def test_model_must_fit_the_robot():
         with pytest.raises(ConfigError, match=message) as err:
             check_model_fits_robot("m.pt", config, robot, "FIX")
         assert "m.pt" in str(err.value) and "FIX" in str(err.value)
+
+
+def test_a_model_of_another_keypoint_set_of_the_robot_brings_its_config():
+    """robot:=panda with an 11-keypoint panda_extended model: forward kinematics must give the
+    model's keypoints, so the model's config (same URDF, base and joints) is used; a model of
+    another robot is still refused."""
+    from dream_ros.network.model_file import robot_for_model
+    from dream_ros.robot import RobotModel
+    panda = RobotModel.load("panda")
+    assert robot_for_model("m.pt", ModelConfig.for_ours("panda", PANDA, PANDA), panda, "F") is panda
+    ext = RobotModel.load("panda_extended")
+    names = list(ext.keypoint_names)
+    used = robot_for_model("m.pt", ModelConfig.for_ours("panda_extended", names, names), panda, "F")
+    assert used.config.name == "panda_extended" and used.keypoint_names == names
+    assert used.joint_names == panda.joint_names and used.base_frame == panda.base_frame
+    with pytest.raises(ConfigError, match="another robot"):
+        robot_for_model("m.pt", ModelConfig.for_ours("panda_extended", names + ["x"],
+                                                     names + ["x"]), panda, "F")
+    kuka = RobotModel.load("kuka")
+    with pytest.raises(ConfigError, match="m.pt"):
+        robot_for_model("m.pt", ModelConfig.for_ours("panda_extended", names, names), kuka, "F")

@@ -393,6 +393,33 @@ def test_unknown_parameters_are_refused(roscore, robot):
         DreamNode(detector=object(), robot=robot, namespace="/t_typo_node")
 
 
+def test_robot_panda_with_an_extended_model_uses_the_models_keypoints(roscore, tmp_path):
+    """robot:=panda and an 11-keypoint panda_extended model: the node's forward kinematics, and
+    so its PnP points and rviz frames, are the model's 11 keypoints."""
+    from dream_ros.network.model_file import ModelConfig, save_model
+    from dream_ros.network.ours import available_archs
+    from dream_ros.robot import RobotModel
+    from dream_ros.ros.node import DreamNode
+    ext = RobotModel.load("panda_extended")
+    names = list(ext.keypoint_names)
+    cfg = ModelConfig.for_ours("panda_extended", names, names, arch=available_archs()[0])
+    path = tmp_path / "ext.pt"
+    save_model(path, cfg.build_network(), cfg)
+    ns = "/t_ext_node"
+    rospy.set_param(ns + "/robot", "panda")
+    rospy.set_param(ns + "/model", str(path))
+    rospy.set_param(ns + "/threads", 1)
+    node = DreamNode(namespace=ns, topics=dict(image="/t_ext/image",
+                                               camera_info="/t_ext/camera_info",
+                                               joint_states="/t_ext/joint_states"))
+    try:
+        assert node.robot.config.name == "panda_extended"
+        assert node.robot.keypoint_names == names == node.detector.keypoint_names
+        assert node.base_frame == "panda_link0"
+    finally:
+        node.shutdown()
+
+
 def test_manual_capture_and_service_refusals(roscore, robot, tmp_path):
     from dream_ros.srv import SaveCalibration
     from std_srvs.srv import Trigger

@@ -75,10 +75,12 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..errors import InputError
+    from ..network.model_file import robot_for_model
     from ..robot import RobotModel
     from . import metrics, plots, results
     from .dataset import load_eval_frames
-    from .runner import DetectorKeypoints, OracleKeypoints, evaluate_frames, resolve_units
+    from .runner import (DetectorKeypoints, OracleKeypoints, evaluate_frames, metric_keypoints,
+                         resolve_units)
 
     if not args.oracle_keypoints and not args.model:
         raise InputError("give --model, or --oracle-keypoints to evaluate PnP on the labels")
@@ -94,7 +96,11 @@ def run(args) -> int:
         detector, model_config = _load_detector(args)
     robot_name = args.robot or getattr(model_config, "robot", None) or "panda"
     robot = RobotModel.load(robot_name)
+    if model_config is not None:
+        robot = robot_for_model(args.model, model_config, robot, "pass the matching --robot")
     names = list(robot.keypoint_names)
+    metric_names = metric_keypoints(robot)
+    metric_index = [names.index(n) for n in metric_names]
 
     ds = load_eval_frames(args.data, names, robot_name=robot.name, limit=args.limit,
                           derive_with=robot)
@@ -115,13 +121,14 @@ def run(args) -> int:
     bar = lambda it: tqdm(it, total=len(frames), desc="eval", unit="frame", file=sys.stderr)
     wall0 = time.perf_counter()
     res = evaluate_frames(frames, source, robot, K, image_size, units, robust=not args.no_robust,
-                          progress=bar)
+                          progress=bar, metric_index=metric_index)
     wall = time.perf_counter() - wall0
 
     # ---------------------------------------------------------------- metrics
     uv_pred = np.stack([r.uv_pred for r in res])
     uv_gt = np.stack([r.truth.uv for r in res])
-    km = metrics.keypoint_pck(uv_pred, uv_gt, image_size)
+    km = metrics.keypoint_pck(uv_pred[:, metric_index], uv_gt[:, metric_index], image_size)
+    km_all = metrics.keypoint_pck(uv_pred, uv_gt, image_size)
     add = np.array([r.add_m for r in res])
     viable = np.array([r.viable for r in res])
     am = metrics.add_metrics(add, viable)
@@ -144,6 +151,7 @@ def run(args) -> int:
         "model": args.model, "noise_px": args.noise_px if args.oracle_keypoints else None,
         "data": str(Path(args.data).resolve()), "robot": robot.name, "units": units,
         "image_size": list(image_size), "robust_pnp": not args.no_robust,
+        "metric_keypoints": metric_names, "pck_auc_all_keypoints": km_all.auc,
         "keypoints": km.summary(), "add": am.summary(), "pnp_status_counts": statuses,
         "pnp_points": {"fk_base_frame": sum(r.truth.pnp_frame == "base" for r in res),
                        "dataset_camera_frame": sum(r.truth.pnp_frame == "camera" for r in res)},
@@ -179,6 +187,10 @@ def run(args) -> int:
     overlay_paths = _write_overlays(res, names, out_dir, args.overlays)
 
     _print_report(table, km, am, summary, out_dir, len(overlay_paths), sys.stdout)
+    if len(metric_names) < len(names):
+        print("metrics over %s's %d keypoints (%s); PCK AUC over all %d keypoints %s"
+              % (robot.config.dream_name, len(metric_names), ", ".join(metric_names), len(names),
+                 _fmt(km_all.auc)))
     print(json.dumps(results._clean({k: headline[k] for k in SUMMARY_KEYS})))
     return 0
 

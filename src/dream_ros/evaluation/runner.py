@@ -126,6 +126,20 @@ def fk_points(robot, joints: Optional[Dict[str, float]]) -> Optional[np.ndarray]
     return robot.keypoints_3d(dict(joints))
 
 
+def metric_keypoints(robot) -> List[str]:
+    """The keypoints PCK and ADD are taken over: DREAM's for a config that adds keypoints to
+    DREAM's robot (panda_extended: the 7 of panda, its ``dream_name``), so models with more
+    keypoints score on the same points as DREAM's; else all of the robot's."""
+    from ..robot_config import available_robots, load_robot_config
+    names = list(robot.keypoint_names)
+    base = robot.config.dream_name
+    if base and base != robot.config.name and base in available_robots():
+        dream = load_robot_config(base).keypoint_names
+        if set(dream) < set(names):
+            return [n for n in names if n in dream]
+    return names
+
+
 def resolve_units(units: str, frames: Sequence[EvalFrame], robot) -> str:
     """"m"/"cm" as given, or guessed from the first frames for "auto"."""
     if units in ("m", "cm"):
@@ -140,14 +154,21 @@ def resolve_units(units: str, frames: Sequence[EvalFrame], robot) -> str:
 
 def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: np.ndarray,
                     image_size: Tuple[int, int], units: str, robust: bool = True,
-                    progress: Optional[Callable] = None) -> List[FrameResult]:
+                    progress: Optional[Callable] = None,
+                    metric_index: Optional[Sequence[int]] = None) -> List[FrameResult]:
     """Run the pipeline on every frame; ``keypoints(frame, rgb) -> (uv (K,2) NaN=missing, scores
     [, candidate peaks per keypoint [, per-keypoint sigma px]])``; with candidates the pose
-    chooses among them as in the node (peak_selection.py), with sigmas it weighs them."""
+    chooses among them as in the node (peak_selection.py), with sigmas it weighs them.
+    ``metric_index``: the keypoints ADD and viability are taken over (default all); the pose
+    uses every keypoint either way."""
     from ..peak_selection import solve_choosing_peaks
     from ..pnp import solve_pnp
     from ..visualize import project
     out: List[FrameResult] = []
+    metric_mask = None
+    if metric_index is not None:
+        metric_mask = np.zeros(len(robot.keypoint_names), bool)
+        metric_mask[list(metric_index)] = True
     it = progress(frames) if progress is not None else frames
     for fr in it:
         times = {}
@@ -175,9 +196,11 @@ def evaluate_frames(frames: Iterable[EvalFrame], keypoints: Callable, robot, K: 
         times.update(decode=t1 - t0, keypoints=t2 - t1, fk=t3 - t2, pnp=t5 - t4)
         times["total"] = times["decode"] + times["keypoints"] + times["fk"] + times["pnp"]
         detected = np.all(np.isfinite(uv), axis=1)
+        counted = np.ones(len(detected), bool) if metric_mask is None else metric_mask
         add = metrics.add_error(est.camera_T_base if est.ok else None, truth.pnp_points,
-                                truth.points_camera, used=detected)
-        n_strict = int(np.count_nonzero(metrics.in_frame_mask(truth.uv, image_size, strict=True)))
+                                truth.points_camera, used=detected & counted)
+        n_strict = int(np.count_nonzero(
+            metrics.in_frame_mask(truth.uv, image_size, strict=True) & counted))
         out.append(FrameResult(fr.name, fr.image_path, uv, scores, truth, est, add,
                                n_strict >= metrics.MIN_VIABLE_KEYPOINTS, n_strict, K_frame, times))
     return out

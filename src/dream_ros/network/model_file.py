@@ -213,6 +213,38 @@ def check_model_fits_robot(model_ref: Any, config: "ModelConfig", robot, fix: st
                           % (model_ref, config.robot, robot.config.name, fix))
 
 
+def robot_for_model(model_ref: Any, config: "ModelConfig", robot, fix: str):
+    """The robot model whose keypoints the model detects: ``robot`` itself when the model fits it
+    (check_model_fits_robot), else the model's own robot config when that config describes the
+    same robot (same URDF, base frame and joints) with other keypoints (``panda_extended`` for a
+    node started with ``robot:=panda``). ConfigError, as check_model_fits_robot's, otherwise."""
+    try:
+        check_model_fits_robot(model_ref, config, robot, fix)
+        return robot
+    except ConfigError as mismatch:
+        variant = _same_robot_variant(config.robot, robot)
+        if variant is None:
+            raise
+        try:
+            check_model_fits_robot(model_ref, config, variant, fix)
+        except ConfigError:
+            raise mismatch
+        return variant
+
+
+def _same_robot_variant(name: Optional[str], robot):
+    """RobotModel of config ``name`` when it is another config of ``robot``'s robot, else None."""
+    from dream_ros.robot import RobotModel
+    from dream_ros.robot_config import available_robots
+    if not name or name == robot.config.name or name not in available_robots():
+        return None
+    variant = RobotModel.load(name)
+    same = (Path(variant.urdf_path).resolve() == Path(robot.urdf_path).resolve()
+            and variant.base_frame == robot.base_frame
+            and variant.joint_names == robot.joint_names)
+    return variant if same else None
+
+
 def resolve_model_path(path_or_robot: Union[str, Path]) -> Path:
     p = Path(path_or_robot)
     if p.suffix in (".pt", ".pth") or p.exists() or os.sep in str(path_or_robot):

@@ -149,9 +149,16 @@ class DreamNode:
         self.robot = robot if robot is not None else RobotModel.load(p["robot"])
         self.base_frame = p["base_frame"] or self.robot.base_frame
         self.model_name = p["model"] or "%s (default model)" % self.robot.config.name
-        self.detector = detector if detector is not None else build_detector(
-            p["model"] or self.robot.config.name, self.robot, p["device"], p["backend"],
-            int(p["threads"]), zoom_views_for(p["mode"], int(p["zoom_views"])))
+        if detector is None:
+            from ..network.model_file import robot_for_model
+            model = p["model"] or self.robot.config.name
+            detector = build_detector(model, self.robot, p["device"], p["backend"],
+                                      int(p["threads"]), zoom_views_for(p["mode"],
+                                                                        int(p["zoom_views"])))
+            # a model of another keypoint set of this robot (panda_extended for robot:=panda)
+            # brings its robot config: forward kinematics must give the model's keypoints
+            self.robot = robot_for_model(repr(model), detector.config, self.robot, MODEL_FIX)
+        self.detector = detector
         gates = Gates(min_keypoints=int(p["min_keypoints"]),
                       max_reprojection_error_px=float(p["max_reprojection_error_px"]),
                       min_depth_m=float(p["min_depth_m"]),
@@ -822,6 +829,9 @@ def zoom_views_for(mode: str, zoom_views: int) -> int:
     return ACCURATE_ZOOM_VIEWS if mode == "static" else DEFAULT_ZOOM_VIEWS
 
 
+MODEL_FIX = "set ~model or ~robot"
+
+
 def build_detector(model: str, robot, device: str = "auto", backend: str = "auto",
                    threads: int = 2, zoom_views: int = 0):
     """The real KeypointDetector for ~model, checked against the robot; ConfigError naming what to
@@ -833,7 +843,7 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "auto
         except ImportError:
             pass
     from ..network.detector import KeypointDetector
-    from ..network.model_file import check_model_fits_robot
+    from ..network.model_file import robot_for_model
     try:
         detector = KeypointDetector(model, device=device, backend=backend,
                                     zoom_views=zoom_views_for("continuous", zoom_views))
@@ -842,7 +852,7 @@ def build_detector(model: str, robot, device: str = "auto", backend: str = "auto
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigError("cannot load model %r: %s: %s (set ~model to a dream_ros model file, a "
                           "robot name or a DREAM .pth)" % (model, type(exc).__name__, exc))
-    check_model_fits_robot(repr(model), detector.config, robot, "set ~model or ~robot")
+    robot_for_model(repr(model), detector.config, robot, MODEL_FIX)
     return detector
 
 

@@ -23,7 +23,8 @@ def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
     the found in-frame ones (NaN where none was found)."""
     from ..evaluation import metrics
     from ..evaluation.dataset import load_eval_frames
-    from ..evaluation.runner import DetectorKeypoints, evaluate_frames, resolve_units
+    from ..evaluation.runner import (DetectorKeypoints, evaluate_frames, metric_keypoints,
+                                     resolve_units)
     from ..network.detector import KeypointDetector
     from ..robot import RobotModel
     module = getattr(net, "module", net)              # DistributedDataParallel wraps the net
@@ -35,11 +36,14 @@ def pipeline_metrics(net, config, data_dir: str, limit: Optional[int] = None
     names = list(robot.keypoint_names)
     ds = load_eval_frames(data_dir, names, robot_name=robot.name, limit=limit, derive_with=robot)
     units = resolve_units("auto", ds.frames, robot)
+    # PCK and ADD over the keypoints eval scores (DREAM's 7 for panda_extended), so runs with
+    # more keypoints compare with the rest
+    metric_index = [names.index(n) for n in metric_keypoints(robot)]
     res = evaluate_frames(ds.frames, DetectorKeypoints(detector, names), robot, ds.K,
-                          ds.image_size, units)
+                          ds.image_size, units, metric_index=metric_index)
     uv_pred = np.stack([r.uv_pred for r in res])
     uv_gt = np.stack([r.truth.uv for r in res])
-    km = metrics.keypoint_pck(uv_pred, uv_gt, ds.image_size)
+    km = metrics.keypoint_pck(uv_pred[:, metric_index], uv_gt[:, metric_index], ds.image_size)
     am = metrics.add_metrics([r.add_m for r in res], [r.viable for r in res])
     pck, add = float(km.auc or 0.0), float(am.auc or 0.0)
     order = [names.index(n) for n in config.keypoint_names]
