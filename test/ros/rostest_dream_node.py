@@ -59,7 +59,11 @@ class DreamNodeStatic(unittest.TestCase):
         self.wait(lambda: self.poses and self.keypoints and self.truth, 60,
                   "~pose, ~keypoints and the simulated truth")
         kp = self.keypoints[-1]
-        self.assertEqual(len(kp.keypoints), 7)
+        # one entry per keypoint of the launched model, in its order (7 or panda_extended's 11)
+        from dream_ros.network.model_file import load_model
+        model = rospy.get_param("/dream_node/model", "") or "panda"
+        names = load_model(model)[1].keypoint_names
+        self.assertEqual([k.name for k in kp.keypoints], list(names))
         self.assertEqual(kp.header.frame_id, "sim_camera_optical_frame")
         self.assertIn(self.poses[-1].status, ("rejected", "converging", "converged"))
         self.wait(lambda: any(any("dream_node" in s.name for s in d.status) for d in self.diags),
