@@ -7,13 +7,13 @@
 set -eo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN_DIR="${RUN_DIR:-/work/runs/panda_lite}"
-# DATA, ROBOT and EXTRA given once are remembered in RUN_DIR/background.args, so a plain re-run resumes
+# DATA, ROBOT, ARCH and EXTRA given once are remembered in RUN_DIR/background.args, so a plain re-run resumes
 # with the same data and schedule (an empty EXTRA="" is remembered as well).
 if [ -f "$RUN_DIR/background.args" ]; then source "$RUN_DIR/background.args"; fi
 DATA="${DATA:-${SAVED_DATA:-/work/data/panda_train_320}}"
 EXTRA="${EXTRA-${SAVED_EXTRA:-}}"
 ROBOT="${ROBOT:-${SAVED_ROBOT:-panda}}"
-ARCH="${ARCH:-dream_tiny_s4}"
+ARCH="${ARCH:-${SAVED_ARCH:-dream_tiny_s4}}"
 THREADS="${THREADS:-2}"
 NICE="${NICE:-5}"
 mkdir -p "$RUN_DIR"
@@ -22,7 +22,8 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "training already running in $RUN_DIR (pid $(cat "$PIDFILE")); log: $RUN_DIR/train.log"
   exit 0
 fi
-printf 'SAVED_DATA=%q\nSAVED_EXTRA=%q\nSAVED_ROBOT=%q\n' "$DATA" "$EXTRA" "$ROBOT" > "$RUN_DIR/background.args"
+printf 'SAVED_DATA=%q\nSAVED_EXTRA=%q\nSAVED_ROBOT=%q\nSAVED_ARCH=%q\n' "$DATA" "$EXTRA" "$ROBOT" "$ARCH" \
+  > "$RUN_DIR/background.args"
 source "$ROOT/scripts/env.sh"
 # OpenMP threads must sleep, not spin, while they wait: on 2 shared cores spinning wastes half the CPU
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
