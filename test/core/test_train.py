@@ -486,3 +486,17 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
         out.close()
     assert "terminated: checkpoint" in log.read_text()
     assert load_checkpoint(run)["counters"]["steps"] >= 3       # mid-epoch steps were kept
+
+
+def test_robot_defaults_to_the_init_models(tmp_path):
+    """`train --init` of an 11-keypoint model trains panda_extended without --robot; no --init,
+    or a model of a robot we have no config for, keeps panda."""
+    from dream_ros.network.model_file import ModelConfig, save_model
+    from dream_ros.robot_config import load_robot_config
+    from dream_ros.train.cli import _init_robot
+    names = load_robot_config("panda_extended").keypoint_names
+    for robot, expected in (("panda_extended", "panda_extended"), ("no_such_robot", "panda")):
+        cfg = ModelConfig.for_ours(robot, names, names, arch="dream_tiny_s4")
+        save_model(tmp_path / ("%s.pt" % robot), cfg.build_network(), cfg)
+        assert _init_robot(str(tmp_path / ("%s.pt" % robot))) == expected
+    assert _init_robot(None) == "panda"

@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .distributed import PRECISIONS     # no torch import: the CLI starts fast
     p.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="NDDS dataset directory (repeatable); re-scanned every epoch")
-    p.add_argument("--robot", default="panda", help="robot config name or YAML path")
+    p.add_argument("--robot", default=None,
+                   help="robot config name or YAML path; default: the --init model's robot "
+                        "config (panda_extended for an 11-keypoint Panda model), else panda")
     p.add_argument("--arch", default=None,
                    help="network architecture: ours (network/ours.py) or DREAM's (vgg_q, resnet_h...);"
                         " default: the --init model's, else dream_tiny_s4")
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("train needs --out RUN_DIR")
     from .loop import TrainConfig, train
     cfg = TrainConfig(
-        data=list(args.data), out=args.out, robot=args.robot, arch=args.arch,
+        data=list(args.data), out=args.out, robot=args.robot or _init_robot(args.init),
+        arch=args.arch,
         input_size=tuple(args.input_size) if args.input_size else None, epochs=args.epochs, epoch_images=args.epoch_images,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
@@ -153,3 +156,14 @@ def run(args: argparse.Namespace) -> int:
         command="python -m dream_ros " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     train(cfg)
     return 0
+
+
+def _init_robot(init) -> str:
+    """The robot config an --init model was trained for, when it is one of ours; else panda (a
+    DREAM .pth, or no --init)."""
+    if not init:
+        return "panda"
+    from ..network.model_file import load_model
+    from ..robot_config import available_robots
+    robot = load_model(init)[1].robot
+    return robot if robot in available_robots() else "panda"
