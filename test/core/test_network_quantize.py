@@ -108,3 +108,17 @@ def test_quantize_command_adds_it_in_place(tmp_path, capsys):
         dict(cfg.to_dict(), preprocessing="none")))
     assert main(["quantize", "--model", str(free), "--data", str(TINY)]) == 2
     assert "fixed input size" in capsys.readouterr().err
+
+
+def test_int8_weights_cannot_saturate_cpus_without_vnni(quantized):
+    """AVX2 CPUs without VNNI sum uint8 x int8 products in pairs into int16: with weights beyond
+    7 bits a pair saturates (2 x 255 x 128 > 32767) and the int8 network drifts from fp32 on those
+    CPUs only. Every quantized weight must stay within 7 bits."""
+    import onnx
+    from onnx import numpy_helper
+    data = quantized[3]
+    graph = onnx.load_from_string(data).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert weights, "no int8 convolution weights in the quantized network"
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
