@@ -213,6 +213,10 @@ def test_robot_name_resolves_to_default_model(tmp_path, monkeypatch):
                ModelConfig.for_ours("panda", PANDA, PANDA, arch="dream_tiny_s4"))
     net2, cfg = load_model("panda")
     assert cfg.robot == "panda" and cfg.make_codec() == BeliefMapCodec()
+    # another keypoint set of the Panda runs the Panda's shipped model; other robots do not
+    assert model_file.resolve_model_path("panda_extended") == tmp_path / "panda_default.pt"
+    with pytest.raises(ConfigError, match="no default model for robot 'kuka'"):
+        model_file.resolve_model_path("kuka")
     assert cfg.make_preprocessor().mode == "letterbox"
 
 

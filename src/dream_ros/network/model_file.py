@@ -253,11 +253,27 @@ def resolve_model_path(path_or_robot: Union[str, Path]) -> Path:
         return p
     cand = MODELS_DIR / f"{path_or_robot}{DEFAULT_MODEL_SUFFIX}"
     if not cand.is_file():
+        # another keypoint set of a robot (panda_extended) runs that robot's shipped model
+        # (panda's, an 11-keypoint panda_extended model since session 13); the callers'
+        # robot_for_model check decides whose keypoints it detects
+        base = _dream_name_of(str(path_or_robot))
+        if base and (MODELS_DIR / f"{base}{DEFAULT_MODEL_SUFFIX}").is_file():
+            return MODELS_DIR / f"{base}{DEFAULT_MODEL_SUFFIX}"
         have = sorted(q.name[:-len(DEFAULT_MODEL_SUFFIX)]
                       for q in MODELS_DIR.glob("*" + DEFAULT_MODEL_SUFFIX))
         raise ConfigError(f"no default model for robot {str(path_or_robot)!r}: {cand} is missing "
                           f"(robots with a default model: {have or 'none'}); pass a model file")
     return cand
+
+
+def _dream_name_of(robot: str) -> Optional[str]:
+    """The robot class (``dream_name``) of one of our robot configs when it differs from the
+    config's own name, else None."""
+    from dream_ros.robot_config import available_robots, load_robot_config
+    if robot not in available_robots():
+        return None
+    base = load_robot_config(robot).dream_name
+    return base if base and base != robot else None
 
 
 def _torch_load(path: Path):
