@@ -251,14 +251,14 @@ def resolve_model_path(path_or_robot: Union[str, Path]) -> Path:
         if not p.is_file():
             raise ConfigError(f"model file not found: {p}")
         return p
-    cand = MODELS_DIR / f"{path_or_robot}{DEFAULT_MODEL_SUFFIX}"
+    cand = default_model_path(str(path_or_robot))
     if not cand.is_file():
         # another keypoint set of a robot (panda_extended) runs that robot's shipped model
         # (panda's, an 11-keypoint panda_extended model since session 13); the callers'
         # robot_for_model check decides whose keypoints it detects
         base = _dream_name_of(str(path_or_robot))
-        if base and (MODELS_DIR / f"{base}{DEFAULT_MODEL_SUFFIX}").is_file():
-            return MODELS_DIR / f"{base}{DEFAULT_MODEL_SUFFIX}"
+        if base and default_model_path(base).is_file():
+            return default_model_path(base)
         have = sorted(q.name[:-len(DEFAULT_MODEL_SUFFIX)]
                       for q in MODELS_DIR.glob("*" + DEFAULT_MODEL_SUFFIX))
         raise ConfigError(f"no default model for robot {str(path_or_robot)!r}: {cand} is missing "
