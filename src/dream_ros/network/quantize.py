@@ -2,8 +2,8 @@
 
 ONNX Runtime's ``quantize_static`` (QDQ format, weights int8 per output channel in 7 bits,
 activations uint8 with MinMax ranges) turns the exported fp32 network into one whose
-convolutions run as int8 (VNNI/AVX2 kernels), all but the output head's (``_head_convolutions``): on this machine the
-shipped Panda net runs a 320x240 frame in 4.3 ms against 8.2 ms in fp32. On the 450 validation
+convolutions run as int8 (VNNI/AVX2 kernels), all but the output head's
+(``_head_convolutions``): on this machine the shipped Panda net runs a 320x240 frame in 4.3 ms against 8.2 ms in fp32. On the 450 validation
 frames (panda_val_640, _b) the full pipeline scored PCK AUC 0.695 / ADD AUC 0.547 against fp32's
 0.698 / 0.545 (2 zoom crops). Percentile ranges lost 0.02 ADD AUC (docs/evaluation.md, session 7).
 
