@@ -329,6 +329,16 @@ class RobotModel(object):
         stack[:, :, :3, 3] += np.einsum("nkij,kj->nki", stack[:, :, :3, :3], self._keypoint_offsets)
         return stack if batched else stack[0]
 
+    def keypoint_chain_order(self) -> List[int]:
+        """Keypoint indices from the base to the tip of the kinematic tree: by the number of
+        joints between the URDF root and the keypoint's link, then by the offset's length (a
+        point further along its link comes later). Configs may list keypoints in any order
+        (panda_extended lists DREAM's seven first); the zoom pass's half-arm crops need this one.
+        """
+        depth = [len(self._root_path(link)) for link in self._keypoint_links]
+        reach = np.linalg.norm(self._keypoint_offsets, axis=1)
+        return sorted(range(self.num_keypoints), key=lambda k: (depth[k], reach[k], k))
+
     def keypoints_3d(self, joints) -> np.ndarray:
         """Keypoints in the base frame: (K, 3) for one configuration, (N, K, 3) for a batch."""
         return self.keypoint_frames(joints)[..., :3, 3]

@@ -61,6 +61,31 @@ def test_some_training_crops_frame_one_half_of_the_chain():
     assert max(outside) >= 2                 # half-chain crops leave the other half out
 
 
+# panda_extended lists DREAM's seven keypoints first, then four along the arm: base to tip
+EXTENDED_CHAIN = [0, 7, 1, 8, 2, 3, 9, 4, 5, 6, 10]
+
+
+def _outside_counts(chain_order, crops=120):
+    """Keypoints left outside each training crop of an 11-keypoint arm laid out left to right
+    in chain order."""
+    rng = np.random.default_rng(2)
+    img = np.zeros((480, 1280, 3), np.uint8)
+    xy = np.zeros((11, 2), np.float32)
+    xy[EXTENDED_CHAIN] = [[100.0 + 100 * pos, 240.0] for pos in range(11)]
+    counts = []
+    for _ in range(crops):
+        out, xy2 = random_training_crop(img, xy, 4 / 3, rng, chain_order)
+        counts.append(int(np.count_nonzero((xy2[:, 0] < 0) | (xy2[:, 0] >= out.shape[1]))))
+    return counts
+
+
+def test_half_training_crops_follow_the_chain_not_the_channel_order():
+    # half crops framed by chain order leave the other half (4+ keypoints) out; by channel order
+    # "half" of panda_extended's channels spans nearly the whole arm
+    assert max(_outside_counts(EXTENDED_CHAIN)) >= 4
+    assert max(_outside_counts(None)) < 4
+
+
 def test_random_training_crop_needs_two_points_on_the_image():
     img = np.zeros((240, 320, 3), np.uint8)
     xy = np.array([[150.0, 100.0], [-50.0, 10.0], [np.nan, np.nan]], np.float32)
@@ -119,6 +144,27 @@ def test_half_views_frame_each_half_of_the_chain_sharing_the_middle():
     assert ZoomView(part="tip").keypoints(7).tolist() == [3, 4, 5, 6]
     assert ZoomView(part="tip").keypoints(3).tolist() == [1, 2]
     assert ZoomView().keypoints(3).tolist() == [0, 1, 2]
+    # keypoints listed out of chain order: each half is taken along the chain
+    assert ZoomView(part="base").keypoints(EXTENDED_CHAIN).tolist() == [0, 1, 2, 3, 7, 8]
+    assert ZoomView(part="tip").keypoints(EXTENDED_CHAIN).tolist() == [3, 4, 5, 6, 9, 10]
+
+
+def test_detector_takes_the_chain_order_from_the_model_or_its_robot():
+    from dream_ros.robot_config import load_robot_config
+    names = load_robot_config("panda_extended").keypoint_names
+    cfg = ModelConfig.for_ours("panda_extended", names, names, arch="dream_tiny_s4")
+    det = KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch")
+    assert det.chain_order == EXTENDED_CHAIN                    # from the robot config
+    order = list(range(10, -1, -1))
+    cfg = ModelConfig.for_ours("panda_extended", names, names, arch="dream_tiny_s4",
+                               keypoint_chain_order=order)
+    assert KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch").chain_order == order
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4")   # not the robot's
+    assert KeypointDetector((ColourPeaks(), cfg), device="cpu", backend="torch").chain_order \
+        == [0, 1, 2]
+    with pytest.raises(ConfigError, match="keypoint_chain_order"):
+        ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4",
+                             keypoint_chain_order=[0, 1, 1])
 
 
 @pytest.mark.parametrize("views", [1, 5, 7])

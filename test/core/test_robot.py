@@ -296,6 +296,18 @@ def test_panda_extended_config(panda):
         assert np.allclose(kp[:, i], expect, atol=1e-12), spec.name
 
 
+def test_chain_order_runs_from_base_to_tip_whatever_the_listing_order(panda):
+    assert panda.keypoint_chain_order() == list(range(7))
+    ext = RobotModel.load("panda_extended")
+    order = [ext.keypoint_names[k] for k in ext.keypoint_chain_order()]
+    assert order == ["panda_link0", "panda_shoulder_column", "panda_link2", "panda_upper_arm",
+                     "panda_link3", "panda_link4", "panda_forearm", "panda_link6", "panda_link7",
+                     "panda_hand", "panda_hand_tcp"]
+    # at the zero pose, each keypoint is farther from the base along the arm than the one before
+    kp = ext.keypoints_3d(np.zeros(7))[ext.keypoint_chain_order()]
+    assert (np.linalg.norm(np.diff(kp, axis=0), axis=1) > 0.01).all()
+
+
 def test_every_shipped_robot_config_loads_and_has_finite_fk():
     from dream_ros.robot_config import available_robots
     names = available_robots()

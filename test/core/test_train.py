@@ -402,7 +402,10 @@ def test_init_grows_the_head_for_a_config_with_more_keypoints(tmp_path):
                      input_size=None, max_steps=2))
     assert res["counters"]["steps"] == 2
     model = export_run(str(tmp_path / "ext"), str(tmp_path / "ext.pt"))
-    assert load_model(str(model))[1].keypoint_names == list(extended)
+    ext_config = load_model(str(model))[1]
+    assert ext_config.keypoint_names == list(extended)
+    # the file says which keypoints form each half of the arm (the zoom pass's half views)
+    assert ext_config.keypoint_chain_order == [0, 7, 1, 8, 2, 3, 9, 4, 5, 6, 10]
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")

@@ -22,7 +22,7 @@ from torch import nn
 
 from dream_ros.errors import ConfigError, InputError
 from dream_ros.network.codec import BeliefMapCodec
-from dream_ros.network.model_file import ModelConfig, load_model
+from dream_ros.network.model_file import ModelConfig, keypoint_chain_order, load_model
 from dream_ros.network.preprocess import Geometry, inside_image
 from dream_ros.network.zoom import DEFAULT_ZOOM_VIEWS, zoom_views as zoom_view_presets
 from dream_ros.types import Detections
@@ -134,6 +134,9 @@ class KeypointDetector:
             self.zoom_views = zoom_view_presets(int(zoom_views))
         except ValueError as exc:
             raise ConfigError(str(exc))
+        # the half-arm zoom views need the keypoints from base to tip
+        self.chain_order = keypoint_chain_order(config) if self.zoom \
+            else list(range(config.num_keypoints))
         self.candidates = (0 if config.is_dream else DEFAULT_CANDIDATES) if candidates is None \
             else max(0, int(candidates))
         self.device = torch.device("cpu") if backend in ONNX_BACKENDS else pick_device(device)
@@ -224,7 +227,7 @@ class KeypointDetector:
         for rgb, det in zip(images, first):
             plan = []
             for view in self.zoom_views:
-                idx = view.keypoints(self.num_keypoints)
+                idx = view.keypoints(self.chain_order)
                 box = crop_box(det.uv[idx[det.detected[idx]]], w_in / h_in, view.margin,
                                centre_shift=view.centre_shift)
                 if box is None or min(rgb.shape[1] / box[2], rgb.shape[0] / box[3]) < ZOOM_MIN_GAIN:

@@ -59,6 +59,9 @@ class ModelConfig:
     # per keypoint, the median pixel error on 640x480 validation frames (export measures it):
     # the pose weighs keypoints by it. Empty: all alike.
     keypoint_sigma_px: List[float] = field(default_factory=list)
+    # keypoint indices from base to tip (RobotModel.keypoint_chain_order): the zoom pass's
+    # half-arm crops. Empty: looked up from the robot config (keypoint_chain_order below).
+    keypoint_chain_order: List[int] = field(default_factory=list)
     source_format: str = FORMAT              # FORMAT or "dream"
     extra: Dict[str, Any] = field(default_factory=dict)     # e.g. DREAM's full YAML config
     # the network quantized to int8 as serialised ONNX (network/quantize.py); empty: none. The
@@ -83,6 +86,12 @@ class ModelConfig:
                               f"({sorted(NETWORK_INFO)}) nor DREAM's ({list(DREAM_ARCHS)})")
         BeliefMapCodec.from_dict(self.codec)   # validates
         self.keypoint_sigma_px = [float(v) for v in self.keypoint_sigma_px]
+        self.keypoint_chain_order = [int(k) for k in self.keypoint_chain_order]
+        if self.keypoint_chain_order and \
+                sorted(self.keypoint_chain_order) != list(range(len(self.keypoint_names))):
+            raise ConfigError(f"model config keypoint_chain_order must order the keypoints "
+                              f"0..{len(self.keypoint_names) - 1} once each, got "
+                              f"{self.keypoint_chain_order}")
         if not isinstance(self.onnx_int8, (bytes, bytearray)):
             raise ConfigError(f"model config onnx_int8 must be bytes (serialised ONNX), got "
                               f"{type(self.onnx_int8).__name__}")
@@ -143,6 +152,21 @@ class ModelConfig:
         return cls(robot=robot, keypoint_names=list(keypoint_names),
                    keypoint_frames=list(keypoint_frames), arch=arch, input_size=(w, h),
                    output_size=(w // info["stride"], h // info["stride"]), **kw)
+
+
+def keypoint_chain_order(config: ModelConfig) -> List[int]:
+    """The model's keypoints from base to tip: the config's own order, else its robot config's
+    (when that lists the same keypoints), else the channel order."""
+    if config.keypoint_chain_order:
+        return list(config.keypoint_chain_order)
+    from dream_ros.robot import RobotModel
+    try:
+        kinematics = RobotModel.load(config.robot)
+    except Exception:      # a robot config this machine lacks: nothing to order by
+        return list(range(config.num_keypoints))
+    if list(kinematics.keypoint_names) != list(config.keypoint_names):
+        return list(range(config.num_keypoints))
+    return kinematics.keypoint_chain_order()
 
 
 # ---------------------------------------------------------------------- saving

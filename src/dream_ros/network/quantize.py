@@ -32,6 +32,7 @@ def calibration_inputs(config, data_dir, frames: int = DEFAULT_CALIBRATION_FRAME
     """float32 (N,3,H,W) normalised network inputs from an NDDS set: per frame the whole image
     and the zoom pass's crops around its labelled keypoints (the whole robot, each half)."""
     from dream_ros.data.ndds import NddsDataset
+    from dream_ros.network.model_file import keypoint_chain_order
     from dream_ros.network.zoom import ZOOM_VIEWS, crop_box, crop_image, labels_on_image
     from dream_ros.robot import RobotModel
     ds = NddsDataset(data_dir, robot_name=config.robot, keypoint_names=config.keypoint_names,
@@ -41,6 +42,7 @@ def calibration_inputs(config, data_dir, frames: int = DEFAULT_CALIBRATION_FRAME
     pre = config.make_preprocessor()
     aspect = config.input_size[0] / config.input_size[1]
     views = ZOOM_VIEWS[3]                          # the whole robot, the base half, the tip half
+    chain_order = keypoint_chain_order(config)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(ds), size=min(int(frames), len(ds)), replace=False)
     inputs = []
@@ -50,7 +52,7 @@ def calibration_inputs(config, data_dir, frames: int = DEFAULT_CALIBRATION_FRAME
         uv = frame.projected
         on = labels_on_image(uv, (rgb.shape[1], rgb.shape[0]))
         for view in views:
-            idx = view.keypoints(len(uv))
+            idx = view.keypoints(chain_order)
             box = crop_box(uv[idx[on[idx]]], aspect, view.margin, centre_shift=view.centre_shift)
             if box is not None:
                 inputs.append(pre(crop_image(rgb, box))[0])

@@ -10,7 +10,7 @@ at those scales. Both use ``crop_box`` and ``crop_image`` below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -32,14 +32,18 @@ class ZoomView:
     centre_shift: Tuple[float, float] = (0.0, 0.0)
     part: Optional[str] = None
 
-    def keypoints(self, num_keypoints: int) -> np.ndarray:
-        """Indices of the keypoints this view frames and reports (keypoints in chain order)."""
-        middle = (num_keypoints - 1) // 2
+    def keypoints(self, chain_order: Union[int, Sequence[int]]) -> np.ndarray:
+        """Sorted indices of the keypoints this view frames and reports. ``chain_order``: the
+        keypoint indices from base to tip (RobotModel.keypoint_chain_order), or a count when the
+        channels already are in that order."""
+        order = np.arange(chain_order) if isinstance(chain_order, (int, np.integer)) \
+            else np.asarray(chain_order, dtype=int)
+        middle = (len(order) - 1) // 2
         if self.part == "base":
-            return np.arange(0, middle + 1)
+            return np.sort(order[:middle + 1])
         if self.part == "tip":
-            return np.arange(middle, num_keypoints)
-        return np.arange(num_keypoints)
+            return np.sort(order[middle:])
+        return np.sort(order)
 
 
 # The zoom pass's views by count. Each crop's keypoints are a slightly different estimate (the
@@ -119,9 +123,12 @@ HALF_CROP_SHARE = 0.3
 
 
 def random_training_crop(image: np.ndarray, xy: np.ndarray, aspect: float,
-                         rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+                         rng: np.random.Generator,
+                         chain_order: Optional[Sequence[int]] = None
+                         ) -> Tuple[np.ndarray, np.ndarray]:
     """A robot-centred crop as the zoom pass makes, with random margin and offset; some around
-    one half of the chain, as its half views (ZoomView.part).
+    one half of the chain, as its half views (ZoomView.part; ``chain_order`` as for
+    ZoomView.keypoints, None: the keypoints are in chain order).
 
     Uses the keypoints on the image; returns the image and keypoints unchanged when fewer than
     two are on it or the crop would not zoom in (it is as large as the image).
@@ -132,7 +139,8 @@ def random_training_crop(image: np.ndarray, xy: np.ndarray, aspect: float,
     framed = on
     if rng.random() < HALF_CROP_SHARE:
         half = np.zeros_like(on)
-        half[ZoomView(part=("base", "tip")[rng.integers(2)]).keypoints(len(xy))] = True
+        half[ZoomView(part=("base", "tip")[rng.integers(2)]).keypoints(
+            len(xy) if chain_order is None else chain_order)] = True
         if np.count_nonzero(on & half) >= 2:
             framed = on & half
     box = crop_box(xy[framed], aspect, margin=float(rng.uniform(1.2, 2.0)),

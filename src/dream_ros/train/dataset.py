@@ -222,10 +222,13 @@ class KeypointDataset:
     def __init__(self, records: Sequence[FrameRecord], input_size: Tuple[int, int],
                  output_size: Tuple[int, int], augment: str = "none",
                  preprocessing: str = PREPROCESSING, half_pixel=None,
-                 mean=IMAGE_MEAN, std=IMAGE_STD, zoom_prob: float = 0.0):
+                 mean=IMAGE_MEAN, std=IMAGE_STD, zoom_prob: float = 0.0,
+                 chain_order: Optional[Sequence[int]] = None):
         self.records = list(records)
-        # fraction of augmented samples cropped around the robot as the detector's zoom pass does
+        # fraction of augmented samples cropped around the robot as the detector's zoom pass
+        # does; chain_order (RobotModel.keypoint_chain_order) tells its half-arm crops apart
         self.zoom_prob = float(zoom_prob)
+        self.chain_order = None if chain_order is None else [int(k) for k in chain_order]
         self.pre = make_preprocessor(input_size, preprocessing, half_pixel, mean, std)
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = tuple(input_size)
@@ -250,7 +253,8 @@ class KeypointDataset:
             from ..network.zoom import random_training_crop
             W_in, H_in = self.input_size
             image, xy_raw_img = random_training_crop(image, xy_raw_img, W_in / H_in,
-                                                     np.random.default_rng(np.random.randint(2 ** 31)))
+                                                     np.random.default_rng(np.random.randint(2 ** 31)),
+                                                     self.chain_order)
         image, xy_in = to_input(image, xy_raw_img, self.input_size, self.pre)
         if self.augment != "none":
             if self._aug is None:       # built lazily inside the worker process

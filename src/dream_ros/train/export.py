@@ -173,11 +173,13 @@ def model_config(state: Dict[str, Any], training=None, metrics=None):
     """The ModelConfig of a run's state (robot, keypoints, arch, sizes, preprocessing, codec):
     what the detector needs to run the net as a model file would."""
     from ..network.model_file import ModelConfig
-    from ..robot_config import load_robot_config
+    from ..robot import RobotModel
     from .loop import _default_spec
-    robot = load_robot_config(state.get("robot", "panda"))
+    kinematics = RobotModel.load(state.get("robot", "panda"))
+    robot = kinematics.config
     links = {k.name: k.link for k in robot.keypoints}
     names = list(state["keypoint_names"])
+    chain_order = kinematics.keypoint_chain_order() if names == kinematics.keypoint_names else []
     spec = dict(state.get("spec") or _default_spec(state["arch"], state["input_size"]))
     return ModelConfig(
         robot=robot.name, keypoint_names=names, keypoint_frames=[links.get(n, n) for n in names],
@@ -186,6 +188,7 @@ def model_config(state: Dict[str, Any], training=None, metrics=None):
         preprocessing=spec["preprocessing"], half_pixel=spec["half_pixel"],
         codec=_current_codec(state), training=training or {}, metrics=metrics or {},
         keypoint_sigma_px=list(state.get("keypoint_sigma_px") or []),
+        keypoint_chain_order=chain_order,
         onnx_int8=(state.get("int8") or {}).get("onnx", b""))
 
 

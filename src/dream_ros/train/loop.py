@@ -410,7 +410,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         order = np.resize(order, n_draw)   # tiny datasets: repeat the permutation
         mine = order[rank::world].tolist()
         ds = KeypointDataset([train_recs[i] for i in mine], input_size, out_size, cfg.augment,
-                             zoom_prob=cfg.zoom_prob, **data_kw)
+                             zoom_prob=cfg.zoom_prob, chain_order=kinematics.keypoint_chain_order(),
+                             **data_kw)
         loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True,
                             num_workers=cfg.workers, persistent_workers=False,
                             prefetch_factor=4 if cfg.workers > 0 else None,
