@@ -280,12 +280,14 @@ def _run(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
     return res
 
 
-def _run_node_path(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int) -> Dict:
+def _run_node_path(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int,
+                   guided_zoom: bool = False) -> Dict:
     """Cross-check: the node's own per-frame call, ``Calibrator.process`` (detector, FK, PnP and
-    the plausibility gates, continuous mode), after decoding the rgb8 buffer."""
+    the plausibility gates, continuous mode), after decoding the rgb8 buffer; ``guided_zoom`` as
+    the node's default (zoom crops from the last accepted pose, calibration.GUIDED_FULL_PASS_EVERY)."""
     import numpy as np
     from .calibration import Calibrator
-    cal = Calibrator(robot, pipe.det, mode="continuous")
+    cal = Calibrator(robot, pipe.det, mode="continuous", guided_zoom=guided_zoom)
     raw = [np.ascontiguousarray(f[0]).tobytes() for f in stream]
     times, ok = [], 0
     for i in range(warmup + n_frames):
@@ -330,6 +332,7 @@ def run(args) -> int:
 
     import torch
 
+    from .calibration import GUIDED_FULL_PASS_EVERY
     from .errors import InputError
     from .network.model_file import robot_for_model
     if args.frames < 1 or args.dream_frames < 1 or args.warmup < 0:
@@ -354,6 +357,8 @@ def run(args) -> int:
     rows.append(_run(ours, our_robot, stream, args.frames, args.warmup))
     node = _run_node_path(ours, our_robot, stream, args.frames, args.warmup)
     rows[0]["node_path"] = node
+    guided = _run_node_path(ours, our_robot, stream, args.frames, args.warmup, guided_zoom=True)
+    rows[0]["node_path_guided"] = guided
     del ours
     for arch in archs:
         pipe = _dream_pipeline(arch, robot, args.threads)
@@ -368,6 +373,11 @@ def run(args) -> int:
     print("node path (Calibrator.process, %s): %.2f / %.2f ms median / p95, %.2f frames/s, "
           "%d/%d frames with a pose" % (rows[0]["label"], node["median"], node["p95"], node["fps"],
                                         node["frames_ok"], node["frames"]), file=out)
+    print("node path with guided zoom (the node's default: crops from the last accepted pose, "
+          "the full detector 1 frame in %d): %.2f / %.2f ms median / p95, %.2f frames/s, "
+          "%d/%d frames with a pose" % (GUIDED_FULL_PASS_EVERY, guided["median"], guided["p95"],
+                                        guided["fps"], guided["frames_ok"], guided["frames"]),
+          file=out)
     for r in rows:
         if r["pnp_on_true_keypoints_frames"]:
             print("note: %s: PnP timed on true keypoints in %d/%d frames (random weights find < 4)"
@@ -382,6 +392,7 @@ def run(args) -> int:
         "default_network_median_ms": rows[0]["stages_ms"]["network"]["median"],
         "default_random_weights": rows[0]["note"].startswith("RANDOM"),
         "default_node_path_fps": node["fps"],
+        "default_node_path_guided_fps": guided["fps"],
         "default_cpu_ms_per_frame": rows[0]["cpu_ms_per_frame"],
         "load_average_1min": load[0],
     }

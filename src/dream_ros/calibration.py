@@ -42,6 +42,10 @@ FRAME_OUTLIER = "frame_outlier"
 
 # Stage of the estimate returned by process(), in extras["stage"] (maps onto PoseEstimate.msg).
 STAGE_CONTINUOUS = "ok"
+# Guided zoom (Calibrator guided_zoom): of this many frames in a row, one runs the full detector,
+# so a camera that moved, or a robot the crops lost, is found again within a third of a second
+# at 30 frames/s even when every guided frame still passes the gates
+GUIDED_FULL_PASS_EVERY = 10
 STAGE_CONVERGING = "converging"
 STAGE_CONVERGED = "converged"
 
@@ -162,7 +166,11 @@ class Calibrator:
 
     def __init__(self, robot, detector, mode: str = "continuous", gates: Optional[Gates] = None,
                  solver_options: Optional[dict] = None, pnp_options: Optional[dict] = None,
-                 **gate_values):
+                 guided_zoom: bool = False, **gate_values):
+        """guided_zoom: after a frame with an accepted pose, the next frames' detector places its
+        zoom crops where that pose projects the robot at their joint angles and skips its first
+        pass (KeypointDetector.detect expected_uv); a stream's speed-up, off for unrelated
+        images."""
         if mode not in MODES:
             raise ConfigError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         self.robot = robot
@@ -177,6 +185,9 @@ class Calibrator:
         self._frozen: Optional[PoseEstimate] = None   # the converged estimate (static mode)
         self._accepted: Optional[PoseEstimate] = None # latest accumulated estimate that passed
         self._index = None                            # detection order -> robot keypoint order
+        self.guided_zoom = bool(guided_zoom)
+        self._guide: Optional[np.ndarray] = None      # camera_T_base of the last accepted frame
+        self._guided_frames = 0                       # guided frames since the last full pass
 
     def _check_options(self) -> None:
         """Unknown/invalid solver options fail here, at start-up, not on every frame."""
@@ -228,6 +239,7 @@ class Calibrator:
         """Forget the static-mode accumulation (and the frozen estimate)."""
         self._frozen = None
         self._accepted = None
+        self._guide = None
         if self._solver is not None:
             self._solver.reset()
 
@@ -245,9 +257,15 @@ class Calibrator:
         rgb = _validate_rgb(rgb)
         K, dist = validate_intrinsics(K, dist)
         points_3d_all = self._keypoints_3d(joints)
-        det = self.detector.detect(rgb, return_belief=return_belief)
+        expected = None if return_belief else self._expected_keypoints(points_3d_all, K, dist)
+        if expected is None:
+            det = self.detector.detect(rgb, return_belief=return_belief)
+        else:
+            det = self.detector.detect(rgb, expected_uv=expected)
         points_3d = points_3d_all[self.order(det.names)]
         det, result = self._solve_single(points_3d, K, dist, det)
+        self._guide = result.camera_T_base if result.ok else None
+        result.extras["guided"] = expected is not None
         uv = undistort_pixels(det.uv, K, dist)
         uv[~np.asarray(det.detected, bool)] = np.nan
         result.extras.setdefault("stamp", stamp)
@@ -260,6 +278,18 @@ class Calibrator:
         # Static mode: a frame whose own PnP failed (e.g. 3 keypoints) still constrains the
         # shared pose; the multi-frame solver gates frames against the joint estimate itself.
         return det, self._static_step(points_3d, uv, K, result, accumulate)
+
+    def _expected_keypoints(self, points_3d_all, K, dist) -> Optional[np.ndarray]:
+        """Where the last accepted pose puts the detector's keypoints in this frame, or None
+        for a full detector pass (no guidance, no accepted pose, or the periodic full pass)."""
+        if (not self.guided_zoom or self._guide is None
+                or self._guided_frames >= GUIDED_FULL_PASS_EVERY - 1):
+            self._guided_frames = 0
+            return None
+        self._guided_frames += 1
+        from .visualize import project
+        names = self.detector.keypoint_names
+        return project(points_3d_all[self.order(names)], self._guide, K, dist)
 
     def _keypoints_3d(self, joints) -> np.ndarray:
         if isinstance(joints, dict):

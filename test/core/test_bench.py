@@ -36,9 +36,11 @@ def test_bench_reports_stages_and_ratio_to_vgg_q(capsys):
     assert m["params"] == 22220615                       # DREAM VGG-Q, as in dream-compat.md
     node = res["models"][0]["node_path"]                 # the node's own call, as a cross-check
     assert node["frames"] == 2 and node["median"] > 0 and res["default_node_path_fps"] > 0
+    guided = res["models"][0]["node_path_guided"]        # ... with the node's guided zoom
+    assert guided["frames"] == 2 and res["default_node_path_guided_fps"] > 0
     text = "\n".join(lines)
     assert "PnP" in text and "throughput vs VGG-Q" in text and "load average" in text
-    assert "Calibrator.process" in text
+    assert "Calibrator.process" in text and "guided zoom" in text
 
 
 def test_bench_without_dream_has_null_ratio(capsys):

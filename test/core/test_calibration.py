@@ -404,3 +404,50 @@ def test_static_mode_uses_frames_with_too_few_keypoints_for_pnp(robot):
     _, est = run(cal, fake, random_joints(robot, rng))
     assert est.status == "too_few_keypoints"
     assert cal._solver.num_frames == given + 1
+
+
+class GuidedFakeDetector(FakeDetector):
+    """FakeDetector that records the expected keypoints each call was given (None: full pass)."""
+
+    keypoint_names = property(lambda self: self.names)
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.expected = []
+
+    def detect(self, rgb, return_belief=False, expected_uv=None):
+        self.expected.append(None if expected_uv is None else np.array(expected_uv))
+        return super().detect(rgb, return_belief)
+
+
+def test_guided_zoom_expects_the_keypoints_where_the_last_accepted_pose_puts_them(robot):
+    from dream_ros.calibration import GUIDED_FULL_PASS_EVERY
+    from dream_ros.visualize import project
+    rng = np.random.default_rng(7)
+    fake = GuidedFakeDetector(robot, dist=np.array([-0.1, 0.02, 0.0, 0.0, 0.0]))
+    cal = Calibrator(robot, fake, guided_zoom=True)
+    dist = fake.dist
+    joints = [random_joints(robot, rng) for _ in range(GUIDED_FULL_PASS_EVERY + 1)]
+    for j in joints:
+        _, est = run(cal, fake, j, dist=dist)
+        assert est.ok
+    assert fake.expected[0] is None                               # nothing accepted yet
+    for j, expected in zip(joints[1:], fake.expected[1:GUIDED_FULL_PASS_EVERY]):
+        # this frame's joint angles, the last pose (the true one here), the camera's distortion
+        np.testing.assert_allclose(expected, project(robot.keypoints_3d(j), TRUE_T, K, dist),
+                                   atol=1e-3)
+    assert fake.expected[GUIDED_FULL_PASS_EVERY] is None          # the periodic full pass
+    # a rejected frame: the next one runs the full detector; belief maps need it too
+    fake.drop = range(4)
+    assert not run(cal, fake, joints[0])[1].ok
+    fake.drop = ()
+    run(cal, fake, joints[1])
+    assert fake.expected[-1] is None
+    run(cal, fake, joints[2], return_belief=True)
+    assert fake.expected[-1] is None
+    # off (the default, for unrelated images): always the full detector
+    plain = GuidedFakeDetector(robot)
+    cal = Calibrator(robot, plain)
+    for j in joints[:3]:
+        run(cal, plain, j)
+    assert plain.expected == [None] * 3

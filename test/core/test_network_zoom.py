@@ -7,7 +7,7 @@ from torch import nn
 
 import pytest
 
-from dream_ros.errors import ConfigError
+from dream_ros.errors import ConfigError, InputError
 from dream_ros.network.detector import KeypointDetector
 from dream_ros.network.model_file import ModelConfig
 from dream_ros.network.zoom import ZoomView, crop_box, crop_image, random_training_crop
@@ -165,6 +165,41 @@ def test_detector_takes_the_chain_order_from_the_model_or_its_robot():
     with pytest.raises(ConfigError, match="keypoint_chain_order"):
         ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4",
                              keypoint_chain_order=[0, 1, 1])
+
+
+class CountingColourPeaks(ColourPeaks):
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return super().forward(x)
+
+
+def test_guided_detection_skips_the_first_pass_and_finds_the_same_keypoints():
+    cfg = ModelConfig.for_ours("panda", NAMES, NAMES, arch="dream_tiny_s4", preprocessing="letterbox")
+    truth = np.array([[601.3, 340.7], [660.6, 371.2], [630.2, 402.9]])
+    img = _blobs((1280, 960), truth, sigma=8.0)
+    net = CountingColourPeaks()
+    det = KeypointDetector((net, cfg), device="cpu", backend="torch", threshold=WEAK_PEAKS)
+    full = det.detect(img)
+    full_images, net.images = net.images, 0
+    # expected keypoints a few pixels off (the robot moved a little since the last pose)
+    guided = det.detect(img, expected_uv=truth + [6.0, -4.0])
+    assert net.images == full_images - 1                 # the zoom crops only
+    assert guided.detected.all()
+    np.testing.assert_allclose(guided.uv, full.uv, atol=0.05)
+    assert np.linalg.norm(guided.uv - truth, axis=1).max() < 0.1
+    # expected keypoints off the image, or belief maps wanted: the full detector runs
+    net.images = 0
+    det.detect(img, expected_uv=truth + 5000.0)
+    assert net.images == full_images
+    net.images = 0
+    assert det.detect(img, return_belief=True, expected_uv=truth).belief_maps is not None
+    assert net.images == full_images
+    with pytest.raises(InputError, match="expected keypoints"):
+        det.detect(img, expected_uv=truth[:2])
 
 
 @pytest.mark.parametrize("views", [1, 5, 7])

@@ -179,8 +179,21 @@ class KeypointDetector:
             out = out[-1]
         return out.float().contiguous().cpu().numpy()
 
-    def detect(self, rgb: np.ndarray, return_belief: bool = False) -> Detections:
-        """uint8 (H,W,3) RGB image -> Detections (uv in raw pixels, NaN where not detected)."""
+    def detect(self, rgb: np.ndarray, return_belief: bool = False,
+               expected_uv: Optional[np.ndarray] = None) -> Detections:
+        """uint8 (H,W,3) RGB image -> Detections (uv in raw pixels, NaN where not detected).
+
+        ``expected_uv`` (K,2 raw pixels, NaN where unknown): where the keypoints should be, e.g.
+        the robot's keypoints at this frame's joint angles projected with the last accepted
+        camera pose. The zoom pass then places its crops there and the first pass is skipped
+        (about a third of a frame's time); a keypoint no crop finds is missing. The full detector
+        runs when fewer than two expected keypoints are on the image, when no crop would zoom
+        in, when belief maps are asked for, or without a zoom pass.
+        """
+        if expected_uv is not None and self.zoom and not return_belief:
+            det = self._guided(rgb, expected_uv)
+            if det is not None:
+                return self._with_detection_sigma(det)
         return self.detect_batch([rgb], return_belief=return_belief)[0]
 
     def detect_batch(self, images: Sequence[np.ndarray], return_belief: bool = False
@@ -221,25 +234,53 @@ class KeypointDetector:
         """The zoom pass: re-detect on crops around ``first``'s keypoints (``self.zoom_views``);
         each keypoint takes the median of the crops' detections of it (the first pass's where no
         crop finds it); belief maps, when asked for, stay the first pass's."""
-        from dream_ros.network.zoom import crop_box, crop_image
-        w_in, h_in = self.config.input_size
         plans, crops = [], []
         for rgb, det in zip(images, first):
-            plan = []
-            for view in self.zoom_views:
-                idx = view.keypoints(self.chain_order)
-                box = crop_box(det.uv[idx[det.detected[idx]]], w_in / h_in, view.margin,
-                               centre_shift=view.centre_shift)
-                if box is None or min(rgb.shape[1] / box[2], rgb.shape[0] / box[3]) < ZOOM_MIN_GAIN:
-                    continue             # the crop would hardly zoom in: not worth a pass
-                plan.append((idx, box))
-                crops.append(crop_image(rgb, box))
+            plan, image_crops = self._zoom_plan(rgb, det.uv, det.detected)
             plans.append(plan)
+            crops += image_crops
         if not crops:
             return first
         zoomed = iter(self._single_pass(crops, False))
         return [self._pool_views(det, [(idx, box, next(zoomed)) for idx, box in plan])
                 if plan else det for det, plan in zip(first, plans)]
+
+    def _zoom_plan(self, rgb: np.ndarray, uv: np.ndarray, known: np.ndarray):
+        """The zoom views' crops of one image around the ``known`` keypoints ``uv``:
+        ([(keypoint indices, box)], [crop image]); views that would hardly zoom in are left out."""
+        from dream_ros.network.zoom import crop_box, crop_image
+        w_in, h_in = self.config.input_size
+        plan, crops = [], []
+        for view in self.zoom_views:
+            idx = view.keypoints(self.chain_order)
+            box = crop_box(uv[idx[known[idx]]], w_in / h_in, view.margin,
+                           centre_shift=view.centre_shift)
+            if box is None or min(rgb.shape[1] / box[2], rgb.shape[0] / box[3]) < ZOOM_MIN_GAIN:
+                continue             # the crop would hardly zoom in: not worth a pass
+            plan.append((idx, box))
+            crops.append(crop_image(rgb, box))
+        return plan, crops
+
+    def _guided(self, rgb: np.ndarray, expected_uv) -> Optional[Detections]:
+        """The zoom pass alone, its crops around ``expected_uv`` (see detect); None when the
+        full detector has to run."""
+        K = self.num_keypoints
+        expected_uv = np.asarray(expected_uv, dtype=np.float64)
+        if expected_uv.shape != (K, 2):
+            raise InputError("expected keypoints must be (%d, 2) pixels, got shape %s"
+                             % (K, expected_uv.shape))
+        size = (rgb.shape[1], rgb.shape[0])
+        on_image = inside_image(expected_uv, size)
+        if np.count_nonzero(on_image) < 2:
+            return None
+        plan, crops = self._zoom_plan(rgb, expected_uv, on_image)
+        if not plan:
+            return None
+        nothing = Detections(names=list(self.keypoint_names), uv=np.full((K, 2), np.nan),
+                             scores=np.zeros(K), detected=np.zeros(K, bool), image_size=size,
+                             candidates=[np.zeros((0, 3))] * K if self.candidates else None)
+        zoomed = self._single_pass(crops, False)
+        return self._pool_views(nothing, [(idx, box, z) for (idx, box), z in zip(plan, zoomed)])
 
     def _pool_views(self, det: Detections, views) -> Detections:
         """One image's detections from its zoom crops [(keypoint indices, box, crop detections)]."""

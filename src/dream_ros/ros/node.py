@@ -46,6 +46,9 @@ PARAMETERS = collections.OrderedDict([
     ("threads", (2, "torch CPU threads (0: library default)")),
     ("zoom_views", (0, "crops the detector's zoom pass pools: 7 (most accurate), 5, 3, 2 or 1 "
                        "(fastest); 0: 7 in static mode, 2 in continuous mode")),
+    ("guided_zoom", (True, "after an accepted frame, place the zoom crops where that pose puts "
+                           "the robot and skip the detector's first pass (one frame in 10 runs "
+                           "it); false: every frame runs the full detector")),
     ("mode", ("continuous", "continuous: a TF per accepted frame; static: accumulate, converge")),
     ("image_transport", ("raw", "raw (sensor_msgs/Image) or compressed (<image>/compressed)")),
     ("image_is_rectified", (False, "image is rectified: use camera_info P, no distortion")),
@@ -170,7 +173,8 @@ class DreamNode:
             if not isinstance(p[key], dict):
                 raise ConfigError("~%s must be a mapping of options, got %r" % (key, p[key]))
         self.calibrator = Calibrator(self.robot, self.detector, mode=p["mode"], gates=gates,
-                                     solver_options=p["multiframe"], pnp_options=p["pnp"])
+                                     solver_options=p["multiframe"], pnp_options=p["pnp"],
+                                     guided_zoom=bool(p["guided_zoom"]))
         self.joints = JointBuffer(self.robot.joint_names, float(p["joint_tolerance_s"]),
                                   float(p["joint_max_gap_s"]), float(p["joint_history_s"]))
         self.stats = Stats()
