@@ -49,7 +49,8 @@ def test_bench_without_dream_has_null_ratio(capsys):
     assert res["vgg_q_fps"] is None and res["speedup_vs_vgg_q"] is None
     assert res["default_fps"] > 0
     # the shipped model runs as the node runs it: its int8 network, the default zoom crops
-    assert "backend onnx-int8; 2 zoom views" in "\n".join(lines)
+    from dream_ros.network.zoom import DEFAULT_ZOOM_VIEWS
+    assert "backend onnx-int8; %d zoom views" % DEFAULT_ZOOM_VIEWS in "\n".join(lines)
 
 
 def test_bench_times_the_backend_and_crops_asked_for(capsys):

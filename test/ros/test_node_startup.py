@@ -37,7 +37,7 @@ def test_real_detector_is_built_from_a_model_file(tmp_path, robot):
 
 
 def test_zoom_views_follow_the_mode_unless_set(tmp_path, robot):
-    assert zoom_views_for("static", 0) == 7 and zoom_views_for("continuous", 0) == 2
+    assert zoom_views_for("static", 0) == 7 and zoom_views_for("continuous", 0) == 3
     assert zoom_views_for("static", 5) == 5
     path = tiny_model(tmp_path, "panda", robot.keypoint_names)
     assert len(build_detector(str(path), robot, device="cpu", threads=1, zoom_views=7).zoom_views) == 7

@@ -45,7 +45,7 @@ PARAMETERS = collections.OrderedDict([
                          "torch, onnx or onnx-int8")),
     ("threads", (2, "torch CPU threads (0: library default)")),
     ("zoom_views", (0, "crops the detector's zoom pass pools: 7 (most accurate), 5, 3, 2 or 1 "
-                       "(fastest); 0: 7 in static mode, 2 in continuous mode")),
+                       "(fastest); 0: 7 in static mode, 3 in continuous mode")),
     ("guided_zoom", (True, "after an accepted frame, place the zoom crops where that pose puts "
                            "the robot and skip the detector's first pass (one frame in 10 runs "
                            "it); false: every frame runs the full detector")),
