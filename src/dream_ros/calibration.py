@@ -42,12 +42,13 @@ FRAME_OUTLIER = "frame_outlier"
 
 # Stage of the estimate returned by process(), in extras["stage"] (maps onto PoseEstimate.msg).
 STAGE_CONTINUOUS = "ok"
+STAGE_CONVERGING = "converging"
+STAGE_CONVERGED = "converged"
+
 # Guided zoom (Calibrator guided_zoom): of this many frames in a row, one runs the full detector,
 # so a camera that moved, or a robot the crops lost, is found again within a third of a second
 # at 30 frames/s even when every guided frame still passes the gates
 GUIDED_FULL_PASS_EVERY = 10
-STAGE_CONVERGING = "converging"
-STAGE_CONVERGED = "converged"
 
 
 @dataclass
