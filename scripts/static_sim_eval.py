@@ -43,7 +43,8 @@ for i in range(N):
             offsets[name].append(det.uv[k] - truth_uv[k])
     outcomes[est.extras.get("stage", est.status)] += 1
     guided_frames += int(est.extras.get("single_frame", est).extras.get("guided", False))
-print("frame outcomes:", dict(outcomes), "; guided zoom in %d of %d frames" % (guided_frames, N))
+print("frame outcomes:", dict(outcomes),
+      "; guided zoom in %d of %d frames" % (guided_frames, N))
 print("keypoints: %d detected, median error %.1f px" % (len(errs), np.median(errs) if errs else np.nan))
 for name, d in offsets.items():
     d = np.array(d).reshape(-1, 2)

@@ -284,7 +284,8 @@ def _run_node_path(pipe: _Pipeline, robot, stream, n_frames: int, warmup: int,
                    guided_zoom: bool = False) -> Dict:
     """Cross-check: the node's own per-frame call, ``Calibrator.process`` (detector, FK, PnP and
     the plausibility gates, continuous mode), after decoding the rgb8 buffer; ``guided_zoom`` as
-    the node's default (zoom crops from the last accepted pose, calibration.GUIDED_FULL_PASS_EVERY)."""
+    the node's default (zoom crops from the last accepted pose,
+    calibration.GUIDED_FULL_PASS_EVERY)."""
     import numpy as np
     from .calibration import Calibrator
     cal = Calibrator(robot, pipe.det, mode="continuous", guided_zoom=guided_zoom)

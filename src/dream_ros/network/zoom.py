@@ -53,7 +53,7 @@ class ZoomView:
 # synthetic 640x480 validation frames (panda_val_640 and _b, shipped model of session 6, int8
 # network): one crop with margin 1.5 0.673 / 0.494, 1.3 0.679 / 0.513; the presets below:
 # 2 views 0.682 / 0.530, 3 views 0.692 / 0.536, 7 views 0.698 / 0.536 (docs/evaluation.md has
-# the test-set figures). Session 14's 11-keypoint model, halves along the chain: 2 views
+# the test-set figures). Session 13's 11-keypoint model, halves along the chain: 2 views
 # 0.740 / 0.704, 3 views 0.749 / 0.717, 7 views 0.756 / 0.712. The live default is 3: with the
 # node's guided zoom (calibration.py) its frames cost the network passes 2 views did with a
 # first pass. Static cameras and offline calibration take 7.
