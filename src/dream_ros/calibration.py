@@ -171,7 +171,7 @@ class Calibrator:
         """guided_zoom: after a frame with an accepted pose, the next frames' detector places its
         zoom crops where that pose projects the robot at their joint angles and skips its first
         pass (KeypointDetector.detect expected_uv); a stream's speed-up, off for unrelated
-        images."""
+        images, and for detectors without a zoom pass (DREAM's models)."""
         if mode not in MODES:
             raise ConfigError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         self.robot = robot
@@ -186,7 +186,7 @@ class Calibrator:
         self._frozen: Optional[PoseEstimate] = None   # the converged estimate (static mode)
         self._accepted: Optional[PoseEstimate] = None # latest accumulated estimate that passed
         self._index = None                            # detection order -> robot keypoint order
-        self.guided_zoom = bool(guided_zoom)
+        self.guided_zoom = bool(guided_zoom) and bool(getattr(detector, "zoom", False))
         self._guide: Optional[np.ndarray] = None      # camera_T_base of the last accepted frame
         self._guided_frames = 0                       # guided frames since the last full pass
 

@@ -410,6 +410,7 @@ class GuidedFakeDetector(FakeDetector):
     """FakeDetector that records the expected keypoints each call was given (None: full pass)."""
 
     keypoint_names = property(lambda self: self.names)
+    zoom = True
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -445,6 +446,12 @@ def test_guided_zoom_expects_the_keypoints_where_the_last_accepted_pose_puts_the
     assert fake.expected[-1] is None
     run(cal, fake, joints[2], return_belief=True)
     assert fake.expected[-1] is None
+    # a detector without a zoom pass (DREAM's models, stand-ins) is never guided
+    plain = FakeDetector(robot)
+    cal = Calibrator(robot, plain, guided_zoom=True)
+    assert not cal.guided_zoom
+    for j in joints[:3]:
+        assert run(cal, plain, j)[1].ok
     # off (the default, for unrelated images): always the full detector
     plain = GuidedFakeDetector(robot)
     cal = Calibrator(robot, plain)
