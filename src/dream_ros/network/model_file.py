@@ -154,16 +154,18 @@ class ModelConfig:
                    output_size=(w // info["stride"], h // info["stride"]), **kw)
 
 
-def keypoint_chain_order(config: ModelConfig) -> List[int]:
+def keypoint_chain_order(config: ModelConfig, kinematics=None) -> List[int]:
     """The model's keypoints from base to tip: the config's own order, else its robot config's
-    (when that lists the same keypoints), else the channel order."""
+    (when that lists the same keypoints), else the channel order. ``kinematics``: the config's
+    RobotModel when the caller has it loaded already."""
     if config.keypoint_chain_order:
         return list(config.keypoint_chain_order)
-    from dream_ros.robot import RobotModel
-    try:
-        kinematics = RobotModel.load(config.robot)
-    except Exception:      # a robot config this machine lacks: nothing to order by
-        return list(range(config.num_keypoints))
+    if kinematics is None:
+        from dream_ros.robot import RobotModel
+        try:
+            kinematics = RobotModel.load(config.robot)
+        except Exception:      # a robot config this machine lacks: nothing to order by
+            return list(range(config.num_keypoints))
     if list(kinematics.keypoint_names) != list(config.keypoint_names):
         return list(range(config.num_keypoints))
     return kinematics.keypoint_chain_order()

@@ -3,9 +3,10 @@
 ONNX Runtime's ``quantize_static`` (QDQ format, weights int8 per output channel in 7 bits,
 activations uint8 with MinMax ranges) turns the exported fp32 network into one whose
 convolutions run as int8 (VNNI/AVX2 kernels), all but the output head's
-(``_head_convolutions``): on this machine the shipped Panda net runs a 320x240 frame in 4.3 ms against 8.2 ms in fp32. On the 450 validation
-frames (panda_val_640, _b) the full pipeline scored PCK AUC 0.695 / ADD AUC 0.547 against fp32's
-0.698 / 0.545 (2 zoom crops). Percentile ranges lost 0.02 ADD AUC (docs/evaluation.md, session 7).
+(``_head_convolutions``): on this machine the shipped Panda net runs a 320x240 frame in 4.3 ms
+against 8.2 ms in fp32. On the 450 validation frames (panda_val_640, _b) the full pipeline
+scored PCK AUC 0.695 / ADD AUC 0.547 against fp32's 0.698 / 0.545 (2 zoom crops). Percentile
+ranges lost 0.02 ADD AUC (docs/evaluation.md, session 7).
 
 The activation ranges come from calibration inputs that look like what the detector feeds the
 net: whole 640x480 frames of a rendered set, and crops around their robots as the zoom pass makes
@@ -35,14 +36,15 @@ def calibration_inputs(config, data_dir, frames: int = DEFAULT_CALIBRATION_FRAME
     from dream_ros.network.model_file import keypoint_chain_order
     from dream_ros.network.zoom import ZOOM_VIEWS, crop_box, crop_image, labels_on_image
     from dream_ros.robot import RobotModel
+    kinematics = RobotModel.load(config.robot)
     ds = NddsDataset(data_dir, robot_name=config.robot, keypoint_names=config.keypoint_names,
-                     derive_with=RobotModel.load(config.robot))
+                     derive_with=kinematics)
     if len(ds) == 0:
         raise InputError("calibration set %s has no frames" % data_dir)
     pre = config.make_preprocessor()
     aspect = config.input_size[0] / config.input_size[1]
     views = ZOOM_VIEWS[3]                          # the whole robot, the base half, the tip half
-    chain_order = keypoint_chain_order(config)
+    chain_order = keypoint_chain_order(config, kinematics)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(ds), size=min(int(frames), len(ds)), replace=False)
     inputs = []
