@@ -100,9 +100,14 @@ def test_oracle_perfect_keypoints_give_dreams_ceiling(cm_dataset, tmp_path, caps
     assert summary["fk_vs_dataset_rms_m"]["max"] < 1e-6
     assert summary["camera_pose_error"]["translation_median_m"] < 1e-5
     for f in ("results.jsonl", "per_keypoint.csv", "keypoints.csv", "pnp_results.csv", "pck.png",
-              "add.png", "error_histograms.png"):
+              "add.png", "error_histograms.png", "by_distance.csv", "by_distance.png"):
         assert (out / f).stat().st_size > 0, f
     assert list(out.glob("overlay_*.png"))
+    # every frame lands in one distance bin, binned in metres although the dataset is in cm
+    bins = summary["by_camera_distance"]
+    assert sum(b["frames"] for b in bins) == 6 and sum(b["viable"] for b in bins) == 5
+    assert all(b["max_m"] is None or b["max_m"] <= 3.0 for b in bins)
+    assert any(l.startswith("distance  :") for l in lines)
     assert any("panda_link0" in l for l in lines)      # the printed per-keypoint table
 
 

@@ -158,6 +158,21 @@ def test_per_keypoint_table():
     assert rows[1]["found_fraction"] == pytest.approx(2 / 3)
 
 
+def test_by_camera_distance_scores_each_bin_on_its_own_frames():
+    gt = _grid(n_frames=4, k=7)
+    pred = gt.copy()
+    pred[2:, :, 0] += 50.0                   # the far frames' keypoints all miss PCK's range
+    add = np.array([0.0, 0.0, np.nan, 0.5])  # far: one failure, one wrong pose
+    rows = M.by_camera_distance([0.8, 0.9, 2.2, 2.4], pred, gt, add, np.ones(4, bool), SIZE)
+    assert [(r["min_m"], r["max_m"], r["frames"]) for r in rows] == [(0.0, 1.0, 2), (2.0, 2.5, 2)]
+    near, far = rows
+    assert near["pck_auc"] == pytest.approx(0.99925) and near["add_auc"] == pytest.approx(0.9999)
+    assert far["pck_auc"] == 0.0 and far["add_auc"] == 0.0
+    assert (far["failed_viable"], far["beyond_max"]) == (1, 1)
+    with pytest.raises(InputError):
+        M.by_camera_distance([1.0], pred, gt, add, np.ones(4, bool), SIZE)
+
+
 def test_bad_shapes_raise_input_error():
     with pytest.raises(InputError):
         M.keypoint_pck(np.zeros((3, 2)), np.zeros((4, 2)), SIZE)

@@ -4,6 +4,7 @@ DREAM-style CSVs into --out; the last printed line is the summary JSON."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -133,6 +134,9 @@ def run(args) -> int:
     viable = np.array([r.viable for r in res])
     am = metrics.add_metrics(add, viable)
     table = metrics.per_keypoint_table(names, uv_pred, uv_gt, image_size)
+    distance = [float(np.linalg.norm(r.truth.points_camera.mean(axis=0))) for r in res]
+    by_distance = metrics.by_camera_distance(distance, uv_pred[:, metric_index],
+                                             uv_gt[:, metric_index], add, viable, image_size)
     proc_time = float(sum(r.times_s["total"] for r in res))
     pose_errs = [r.pose_error for r in res if r.pose_error is not None]
     fk_res = [r.truth.fk_residual_m for r in res if r.truth.fk_residual_m is not None]
@@ -166,6 +170,7 @@ def run(args) -> int:
                              for k in res[0].times_s},
         "wall_s": wall,
         "per_keypoint": table,
+        "by_camera_distance": by_distance,
         "command": " ".join(sys.argv),
     })
 
@@ -175,6 +180,7 @@ def run(args) -> int:
             w.write(results.frame_record(r, names))
     results.write_json(out_dir / "summary.json", summary)
     results.write_table_csv(out_dir / "per_keypoint.csv", table)
+    results.write_table_csv(out_dir / "by_distance.csv", by_distance)
     frame_names = [r.name for r in res]
     results.write_dream_keypoints_csv(out_dir / "keypoints.csv", frame_names, uv_pred, uv_gt)
     results.write_dream_pnp_csv(out_dir / "pnp_results.csv", frame_names,
@@ -184,6 +190,7 @@ def run(args) -> int:
     plots.plot_add(am, out_dir / "add.png")
     err = np.linalg.norm(uv_pred - uv_gt, axis=-1)[metrics.in_frame_mask(uv_gt, image_size)]
     plots.plot_error_histograms(err, add, out_dir / "error_histograms.png")
+    plots.plot_by_distance(by_distance, out_dir / "by_distance.png")
     overlay_paths = _write_overlays(res, names, out_dir, args.overlays)
 
     _print_report(table, km, am, summary, out_dir, len(overlay_paths), sys.stdout)
@@ -214,6 +221,14 @@ def _print_report(table, km, am, summary: dict, out_dir: Path, n_overlays: int, 
     if ce["frames"]:
         print("camera    : median error %.1f mm, %.2f deg over %d frames"
               % (ce["translation_median_m"] * 1000, ce["rotation_median_deg"], ce["frames"]), file=out)
+    for row in summary["by_camera_distance"]:
+        span = ("%g-%g m" % (row["min_m"], row["max_m"]) if math.isfinite(row["max_m"])
+                else ">= %g m" % row["min_m"])
+        print("distance  : %-9s %3d frames, PCK AUC %s (median %s px), ADD AUC %s (%d of %d viable "
+              "failed, %d over %d mm)"
+              % (span, row["frames"], _fmt(row["pck_auc"]), _fmt(row["median_px"], "%.2f"),
+                 _fmt(row["add_auc"]), row["failed_viable"], row["viable"], row["beyond_max"],
+                 round(ADD_MAX_M * 1000)), file=out)
     counts = sorted(summary["pnp_status_counts"].items())
     print("PnP       : %s" % ", ".join("%s %d" % kv for kv in counts), file=out)
     fk_med = summary["fk_vs_dataset_rms_m"]["median"]
@@ -225,7 +240,8 @@ def _print_report(table, km, am, summary: dict, out_dir: Path, n_overlays: int, 
           % (_fmt(summary["fps"], "%.1f"),
              ", ".join("%s %.1f ms" % kv for kv in summary["timing_median_ms"].items())), file=out)
     print("written   : %s (results.jsonl, summary.json, per_keypoint.csv, keypoints.csv, "
-          "pnp_results.csv, pck.png, add.png, error_histograms.png, %d overlays)"
+          "pnp_results.csv, by_distance.csv, pck.png, add.png, error_histograms.png, by_distance.png, "
+          "%d overlays)"
           % (out_dir, n_overlays), file=out)
 
 

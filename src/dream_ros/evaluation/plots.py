@@ -108,3 +108,29 @@ def save_rgb_png(path, rgb: np.ndarray) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         if not cv2.imwrite(tmp, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
             raise OSError("could not write %s" % path)
+
+
+def plot_by_distance(rows: Sequence[dict], path) -> None:
+    """PCK AUC and ADD AUC per camera distance bin (metrics.by_camera_distance), frame counts on
+    the bars: where in the working range the errors come from."""
+    fig = _figure(7.0, 4.0)
+    ax = fig.add_subplot(111)
+    x = np.arange(len(rows))
+    labels = ["%g-%s m" % (r["min_m"], "%g" % r["max_m"] if np.isfinite(r["max_m"]) else "")
+              for r in rows]
+    pck = [r["pck_auc"] or 0.0 for r in rows]
+    add = [r["add_auc"] or 0.0 for r in rows]
+    ax.bar(x - 0.2, pck, 0.4, label="PCK AUC", color="tab:blue")
+    bars = ax.bar(x + 0.2, add, 0.4, label="ADD AUC", color="tab:orange")
+    for b, r in zip(bars, rows):
+        ax.annotate("%d" % r["frames"], (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("camera to robot distance (frames per bin on the bars)")
+    ax.set_ylabel("AUC")
+    ax.set_title("accuracy by camera distance")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="lower right")
+    _save(fig, path)
