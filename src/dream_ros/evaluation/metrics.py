@@ -202,7 +202,7 @@ def per_keypoint_table(names: Sequence[str], uv_pred, uv_gt, image_size: Tuple[i
 
 # Camera-to-robot distance bins (metres) of ``by_camera_distance``: the synthetic sets' shells run
 # from about 0.5 to 3 m, and near and far views fail differently (near: the robot leaves the
-# image and large links blur the joints; far: the robot spans few pixels and depth is ill-posed).
+# image and its links fill it; far: the robot spans few pixels and depth is ill-posed).
 DISTANCE_EDGES_M = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, float("inf"))
 
 

@@ -116,8 +116,8 @@ def plot_by_distance(rows: Sequence[dict], path) -> None:
     fig = _figure(7.0, 4.0)
     ax = fig.add_subplot(111)
     x = np.arange(len(rows))
-    labels = ["%g-%s m" % (r["min_m"], "%g" % r["max_m"] if np.isfinite(r["max_m"]) else "")
-              for r in rows]
+    labels = ["%g-%g m" % (r["min_m"], r["max_m"]) if np.isfinite(r["max_m"])
+              else ">= %g m" % r["min_m"] for r in rows]
     pck = [r["pck_auc"] or 0.0 for r in rows]
     add = [r["add_auc"] or 0.0 for r in rows]
     ax.bar(x - 0.2, pck, 0.4, label="PCK AUC", color="tab:blue")
