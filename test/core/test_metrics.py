@@ -171,6 +171,10 @@ def test_by_camera_distance_scores_each_bin_on_its_own_frames():
     assert (far["failed_viable"], far["beyond_max"]) == (1, 1)
     with pytest.raises(InputError):
         M.by_camera_distance([1.0], pred, gt, add, np.ones(4, bool), SIZE)
+    assert M.distance_bin_label(near) == "0-1 m"
+    open_bin = {"min_m": 3.0, "max_m": float("inf")}
+    assert M.distance_bin_label(open_bin) == ">= 3 m"
+    assert M.distance_bin_label(dict(open_bin, max_m=None)) == ">= 3 m"   # read back from JSON
 
 
 def test_bad_shapes_raise_input_error():

@@ -4,7 +4,6 @@ DREAM-style CSVs into --out; the last printed line is the summary JSON."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -204,7 +203,7 @@ def run(args) -> int:
 
 def _print_report(table, km, am, summary: dict, out_dir: Path, n_overlays: int, out) -> None:
     """The readable part of the output: per-keypoint table, then one line per figure."""
-    from .metrics import ADD_MAX_M
+    from .metrics import ADD_MAX_M, distance_bin_label
     print("", file=out)
     _print_table(table, out)
     print("", file=out)
@@ -222,11 +221,10 @@ def _print_report(table, km, am, summary: dict, out_dir: Path, n_overlays: int, 
         print("camera    : median error %.1f mm, %.2f deg over %d frames"
               % (ce["translation_median_m"] * 1000, ce["rotation_median_deg"], ce["frames"]), file=out)
     for row in summary["by_camera_distance"]:
-        span = ("%g-%g m" % (row["min_m"], row["max_m"]) if math.isfinite(row["max_m"])
-                else ">= %g m" % row["min_m"])
         print("distance  : %-9s %3d frames, PCK AUC %s (median %s px), ADD AUC %s (%d of %d viable "
               "failed, %d over %d mm)"
-              % (span, row["frames"], _fmt(row["pck_auc"]), _fmt(row["median_px"], "%.2f"),
+              % (distance_bin_label(row), row["frames"], _fmt(row["pck_auc"]),
+                 _fmt(row["median_px"], "%.2f"),
                  _fmt(row["add_auc"]), row["failed_viable"], row["viable"], row["beyond_max"],
                  round(ADD_MAX_M * 1000)), file=out)
     counts = sorted(summary["pnp_status_counts"].items())

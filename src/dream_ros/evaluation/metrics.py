@@ -206,6 +206,15 @@ def per_keypoint_table(names: Sequence[str], uv_pred, uv_gt, image_size: Tuple[i
 DISTANCE_EDGES_M = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, float("inf"))
 
 
+def distance_bin_label(row: dict) -> str:
+    """"1.5-2 m" or, for the open last bin, ">= 3 m" (a by_camera_distance row; its open upper
+    edge is inf, or None once read back from summary.json)."""
+    hi = row["max_m"]
+    if hi is None or not np.isfinite(hi):
+        return ">= %g m" % row["min_m"]
+    return "%g-%g m" % (row["min_m"], hi)
+
+
 def by_camera_distance(distance_m, uv_pred, uv_gt, add_per_frame, viable,
                        image_size: Tuple[int, int], edges=DISTANCE_EDGES_M) -> list:
     """PCK and ADD (DREAM's definitions, as above) of the frames in each camera distance bin:

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import AddMetrics, KeypointMetrics
+from .metrics import AddMetrics, KeypointMetrics, distance_bin_label
 from .results import atomic_path
 
 
@@ -116,8 +116,7 @@ def plot_by_distance(rows: Sequence[dict], path) -> None:
     fig = _figure(7.0, 4.0)
     ax = fig.add_subplot(111)
     x = np.arange(len(rows))
-    labels = ["%g-%g m" % (r["min_m"], r["max_m"]) if np.isfinite(r["max_m"])
-              else ">= %g m" % r["min_m"] for r in rows]
+    labels = [distance_bin_label(r) for r in rows]
     pck = [r["pck_auc"] or 0.0 for r in rows]
     add = [r["add_auc"] or 0.0 for r in rows]
     ax.bar(x - 0.2, pck, 0.4, label="PCK AUC", color="tab:blue")
