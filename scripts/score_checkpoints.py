@@ -4,11 +4,12 @@
 Each checkpoint (or run directory, or model file) is exported as the shipped model would be
 (int8 network calibrated on --int8-data), evaluated with ``python -m dream_ros eval`` on every
 --val set, and the frames of all sets are pooled into one PCK AUC and one ADD AUC (DREAM's
-definitions, evaluation/metrics.py). The score is their sum. Never pass the test set here.
+definitions, evaluation/metrics.py). The score is their sum; with several sets each set's
+figures follow. Never pass the test set here.
 
     python scripts/score_checkpoints.py RUN/snaps/a.pt RUN/last.pt models/panda_default.pt \
         --val /work/data/panda_val_640 --val /work/data/panda_val_640_b \
-        --int8-data /work/data/panda_train_640_d --work /work/exp/score
+        --val /work/data/panda_val_640_c --int8-data /work/data/panda_train_640_d --work /work/exp/score
 """
 from __future__ import annotations
 
@@ -97,6 +98,11 @@ def main(argv=None) -> int:
         rows.append((src, pck, add, wrong, n))
         print("%-50s PCK %.4f  ADD %.4f  sum %.4f  (%d of %d poses > 0.1 m off)"
               % (src, pck, add, pck + add, wrong, n), flush=True)
+        if len(outs) > 1:        # each set on its own: is the choice carried by one of them?
+            for val, out in zip(args.val, outs):
+                s_pck, s_add, s_wrong, s_n = pooled_scores([out])
+                print("    %-46s PCK %.4f  ADD %.4f  sum %.4f  (%d of %d)"
+                      % (Path(val).name, s_pck, s_add, s_pck + s_add, s_wrong, s_n), flush=True)
     best = max(rows, key=lambda r: r[1] + r[2])
     print("best: %s (%.4f)" % (best[0], best[1] + best[2]))
     return 0
