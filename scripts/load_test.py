@@ -299,9 +299,12 @@ class Stream:
                     img = self.images[i]
                     img.header.stamp = stamp
                     img.header.frame_id = self.info.header.frame_id
-                    pub.publish(img)
+                    # under the lock: restart_image_publisher must not unregister the handle
+                    # between the check and the publish (rospy raises on an unregistered one)
                     with self.lock:
-                        self.published.append(stamp.to_sec())
+                        if self.pub_img is not None:
+                            self.pub_img.publish(img)
+                            self.published.append(stamp.to_sec())
                     n += 1
             delay = nxt - time.time()
             if delay > 0:
