@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """What keypoint accuracy the #6 targets need: ground-truth keypoints plus Gaussian noise (per
 coordinate, as `eval --oracle-keypoints --noise-px`) through the pipeline's robust PnP, on an
-NDDS test set, scored by DREAM's PCK AUC and ADD AUC. A second ADD column gives PnP the 11
-keypoints of config/robots/panda_extended.yaml (DREAM's 7, then 4 points spread along the arm),
-noised alike; ADD is still measured on the 7 standard keypoints. Only viable frames (>= 4 of
-the 7 strictly inside the image) count as found here: DREAM's curve also counts found non-viable
-frames, which would let the 11-keypoint column pass 1.
+NDDS test set, scored by DREAM's PCK AUC and ADD AUC. One ADD column per keypoint config: PnP
+gets that config's keypoints (each one lists DREAM's 7 first, then more), noised alike; ADD is
+always measured on the 7 standard keypoints. Only viable frames (>= 4 of the 7 strictly inside
+the image) count as found here: DREAM's curve also counts found non-viable frames, which would
+let the columns with more keypoints pass 1.
 
-    python scripts/oracle_targets.py [DATA] [noise px ...]
-    (defaults: /work/data/panda_test_640, 0.5 1 1.5 2 2.5 3 4)
+    python scripts/oracle_targets.py [--data DIR] [--configs NAME ...] [--noise PX ...]
+    (defaults: /work/data/panda_test_640; panda panda_extended panda_dense; 0.5 1 1.5 2 2.5 3 4)
 """
-import sys
+import argparse
 
 import numpy as np
 
@@ -22,28 +22,37 @@ from dream_ros.pnp import solve_pnp
 from dream_ros.robot import RobotModel
 from dream_ros.visualize import project
 
-DATA = sys.argv[1] if len(sys.argv) > 1 else "/work/data/panda_test_640"
-NOISE = [float(v) for v in sys.argv[2:]] or [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--data", default="/work/data/panda_test_640")
+parser.add_argument("--configs", nargs="+", default=["panda", "panda_extended", "panda_dense"])
+parser.add_argument("--noise", nargs="+", type=float, default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
+args = parser.parse_args()
 
 robot = RobotModel.load("panda")
-extended = RobotModel.load("panda_extended")       # the same 7 first, then 4 more
-ds = load_eval_frames(DATA, robot.keypoint_names, robot_name=robot.name)
-scenes = []     # (K, 3D points in the base frame (11), their true pixels, truth)
+configs = [RobotModel.load(name) for name in args.configs]
+widest = max(configs, key=lambda c: c.num_keypoints)
+for c in configs:
+    if c.keypoint_names[:7] != robot.keypoint_names or c.keypoint_names != widest.keypoint_names[:c.num_keypoints]:
+        raise SystemExit("config %s must list panda's 7 keypoints first and be a prefix of %s"
+                         % (c.name, widest.name))
+ds = load_eval_frames(args.data, robot.keypoint_names, robot_name=robot.name)
+scenes = []     # (K, 3D points in the base frame (widest config), their true pixels, truth)
 for fr in ds.frames:
     truth = frame_truth(fr.uv_gt, fr.points_camera, "m", fk_points(robot, fr.joints))
     camera_T_base = fit_rigid_transform(truth.pnp_points, truth.points_camera)[0]
-    p3 = extended.keypoints_3d(fr.joints)
+    p3 = widest.keypoints_3d(fr.joints)
     assert np.allclose(p3[:7], truth.pnp_points)
     scenes.append((fr.K, p3, project(p3, camera_T_base, fr.K), truth))
 viable = np.array([np.count_nonzero(metrics.in_frame_mask(t.uv, ds.image_size, strict=True))
                    >= metrics.MIN_VIABLE_KEYPOINTS for _, _, _, t in scenes])
 
-print("%s: %d frames, %d viable" % (DATA, len(scenes), viable.sum()))
-print("| noise (px, per coordinate) | PCK AUC | ADD AUC, 7 keypoints | ADD AUC, 11 keypoints |")
-print("|---|---|---|---|")
-for noise in NOISE:
+print("%s: %d frames, %d viable" % (args.data, len(scenes), viable.sum()))
+print("| noise (px, per coordinate) | PCK AUC | "
+      + " | ".join("ADD AUC, %s (%d)" % (c.name, c.num_keypoints) for c in configs) + " |")
+print("|---|---|" + "---|" * len(configs))
+for noise in args.noise:
     rng = np.random.default_rng(0)
-    uv_pred, uv_gt, add = [], [], {7: [], 11: []}
+    uv_pred, uv_gt, add = [], [], {c.num_keypoints: [] for c in configs}
     for (K, p3, uv_true, truth), frame_viable in zip(scenes, viable):
         uv = uv_true + rng.normal(0.0, noise, uv_true.shape)
         uv[~metrics.in_frame_mask(uv_true, ds.image_size)] = np.nan
@@ -58,5 +67,5 @@ for noise in NOISE:
                                             truth.pnp_points, truth.points_camera,
                                             used=np.all(np.isfinite(uv[:7]), axis=1)))
     pck = metrics.keypoint_pck(np.array(uv_pred), np.array(uv_gt), ds.image_size).auc
-    print("| %.1f | %.3f | %.3f | %.3f |" % (
-        noise, pck, metrics.add_metrics(add[7], viable).auc, metrics.add_metrics(add[11], viable).auc))
+    print("| %.1f | %.3f | %s |" % (noise, pck, " | ".join(
+        "%.3f" % metrics.add_metrics(add[c.num_keypoints], viable).auc for c in configs)), flush=True)

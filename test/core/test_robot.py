@@ -296,6 +296,20 @@ def test_panda_extended_config(panda):
         assert np.allclose(kp[:, i], expect, atol=1e-12), spec.name
 
 
+def test_panda_dense_extends_panda_extended_with_distinct_points(panda):
+    """panda_dense must list panda_extended's 11 first (so `train --init` grows an 11-map model
+    into it) and its points must be apart: two keypoints a few cm apart teach the net nothing."""
+    ext, dense = RobotModel.load("panda_extended"), RobotModel.load("panda_dense")
+    assert dense.num_keypoints == 18
+    assert dense.keypoint_names[:ext.num_keypoints] == ext.keypoint_names
+    lo, hi = panda.joint_limits()
+    kp = dense.keypoints_3d(np.random.default_rng(5).uniform(lo, hi, size=(200, 7)))
+    gaps = np.median(np.linalg.norm(kp[:, :, None] - kp[:, None], axis=3), axis=0)
+    np.fill_diagonal(gaps, np.inf)
+    # link1/link2 and link5/link6 pairs of DREAM's own keypoints are closer; the added ones are not
+    assert gaps[ext.num_keypoints:].min() > 0.06
+
+
 def test_chain_order_runs_from_base_to_tip_whatever_the_listing_order(panda):
     assert panda.keypoint_chain_order() == list(range(7))
     ext = RobotModel.load("panda_extended")
