@@ -32,7 +32,8 @@ robot = RobotModel.load("panda")
 configs = [RobotModel.load(name) for name in args.configs]
 widest = max(configs, key=lambda c: c.num_keypoints)
 for c in configs:
-    if c.keypoint_names[:7] != robot.keypoint_names or c.keypoint_names != widest.keypoint_names[:c.num_keypoints]:
+    if (c.keypoint_names[:7] != robot.keypoint_names
+            or c.keypoint_names != widest.keypoint_names[:c.num_keypoints]):
         raise SystemExit("config %s must list panda's 7 keypoints first and be a prefix of %s"
                          % (c.name, widest.name))
 ds = load_eval_frames(args.data, robot.keypoint_names, robot_name=robot.name)
