@@ -87,6 +87,35 @@ def test_schedules():
     assert sigma_at(cfg, 10000, 2.0) == 2.0
 
 
+def test_keypoint_weights_scale_each_maps_share_of_the_loss():
+    import torch
+    from dream_ros.train.cli import _keypoint_weights
+    from dream_ros.train.loop import keypoint_weight_vector, weighted_mse
+    assert _keypoint_weights(["panda_hand=0.25", " panda_link0 = 2"]) == \
+        {"panda_hand": 0.25, "panda_link0": 2.0}
+    for bad in ("panda_hand", "panda_hand=x", "=0.5"):
+        with pytest.raises(InputError, match="NAME=WEIGHT"):
+            _keypoint_weights([bad])
+    assert keypoint_weight_vector({}, NAMES) is None
+    assert keypoint_weight_vector({"panda_hand": 1.0}, NAMES) is None
+    w = keypoint_weight_vector({"panda_hand": 0.0, "panda_link2": 3.0}, NAMES)
+    assert w.tolist() == [1, 3, 1, 1, 1, 1, 0]
+    with pytest.raises(ConfigError, match="panda_finger"):
+        keypoint_weight_vector({"panda_finger": 0.5}, NAMES)
+    with pytest.raises(ConfigError, match=">= 0"):
+        keypoint_weight_vector({"panda_hand": -1.0}, NAMES)
+    # an error on a weight-0 map costs nothing; on a weight-3 map three times what it costs at 1
+    target = torch.zeros(1, 7, 4, 4)
+    pred = target.clone()
+    pred[0, 6] = 1.0
+    assert float(weighted_mse(pred, target, 10.0, w)) == 0.0
+    assert float(weighted_mse(pred, target, 10.0)) > 0.0
+    pred = target.clone()
+    pred[0, 1] = 1.0
+    assert float(weighted_mse(pred, target, 10.0, w)) == \
+        pytest.approx(3 * float(weighted_mse(pred, target, 10.0)))
+
+
 def test_precision_follows_the_cpus_bfloat16_support(tmp_path, monkeypatch):
     import torch
     from dream_ros.train import distributed
@@ -164,15 +193,18 @@ def test_overfits_tiny_rendered_dataset(tmp_path, precision):
 
 
 @pytest.mark.skipif(not TINY.is_dir(), reason="tiny rendered dataset missing")
-def test_resume_restores_weights_optimizer_and_counters(tmp_path):
+def test_resume_restores_weights_optimizer_and_counters(tmp_path, capsys):
     import torch
     from dream_ros.train.checkpoint import load_checkpoint
     from dream_ros.train.loop import train
     train(_cfg(tmp_path, max_steps=2))
     first = load_checkpoint(Path(tmp_path / "run"))
     assert first["counters"]["steps"] == 2 and first["counters"]["images_seen"] == 8
-    res = train(_cfg(tmp_path, max_steps=3, resume=True))
+    # a resumed run may change the loss's weights per keypoint; the log and checkpoint say so
+    res = train(_cfg(tmp_path, max_steps=3, resume=True, keypoint_weights={"panda_hand": 0.5}))
     second = load_checkpoint(Path(tmp_path / "run"))
+    assert "loss weights per keypoint: panda_hand 0.5" in capsys.readouterr().out
+    assert second["train_config"]["keypoint_weights"] == {"panda_hand": 0.5}
     assert res["counters"]["steps"] == 3 and second["counters"]["images_seen"] == 12
     assert second["counters"]["sessions"] == 2 and len(second["provenance"]["commands"]) == 2
     # Adam's step count continued (restored optimizer), weights moved on from the first run's

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-anneal-images", type=int, default=60000)
     p.add_argument("--fg-weight", type=float, default=10.0,
                    help="squared-error weight 1 + FG*target (0 = plain MSE as DREAM)")
+    p.add_argument("--keypoint-weight", action="append", default=[], metavar="NAME=W",
+                   help="scale this keypoint's map in the loss by W (default 1; repeat per "
+                        "keypoint), e.g. to let maps added by --init pull less on the shared layers")
     p.add_argument("--augment", default="strong", choices=("none", "dream", "strong"))
     p.add_argument("--zoom-prob", type=float, default=0.3,
                    help="share of training samples cropped around the robot, as the detector's "
@@ -145,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
-        fg_weight=args.fg_weight, augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
+        fg_weight=args.fg_weight, keypoint_weights=_keypoint_weights(args.keypoint_weight),
+        augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
         precision=args.precision, threads=args.threads, val_fraction=args.val_fraction,
         val_data=list(args.val_data),
         val_pipeline_data=args.val_pipeline_data,
@@ -156,6 +160,21 @@ def run(args: argparse.Namespace) -> int:
         command="python -m dream_ros " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     train(cfg)
     return 0
+
+
+def _keypoint_weights(pairs) -> dict:
+    """--keypoint-weight NAME=W pairs as {name: weight}; a malformed pair is an InputError."""
+    from ..errors import InputError
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise InputError("--keypoint-weight takes NAME=WEIGHT, got %r" % pair)
+    return out
 
 
 def _init_robot(init) -> str:

@@ -48,6 +48,9 @@ class TrainConfig:
     sigma_start: float = 4.0
     sigma_anneal_images: int = 60000
     fg_weight: float = 10.0
+    # loss weight per keypoint name (others 1): lets a grown model's new maps pull the shared
+    # layers less than the maps it already had
+    keypoint_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
     augment: str = "strong"
     zoom_prob: float = 0.0           # share of training samples cropped around the robot
     workers: int = 1
@@ -84,10 +87,28 @@ def sigma_at(cfg: TrainConfig, images: float, final_sigma: float) -> float:
     return final_sigma + (cfg.sigma_start - final_sigma) * f
 
 
-def weighted_mse(pred, target, fg_weight: float):
-    """MSE weighted by (1 + fg_weight * target): foreground errors count more, mean over all cells."""
+def weighted_mse(pred, target, fg_weight: float, map_weights=None):
+    """MSE weighted by (1 + fg_weight * target): foreground errors count more, mean over all cells.
+    map_weights (one per map, or None) scale each map's share."""
     w = 1.0 + fg_weight * target
+    if map_weights is not None:
+        w = w * map_weights.view(1, -1, 1, 1)
     return (w * (pred - target) ** 2).mean()
+
+
+def keypoint_weight_vector(weights: Dict[str, float], names: Sequence[str]):
+    """The per-map loss weights for --keypoint-weight, in map order; None when all are 1."""
+    import torch
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ConfigError("--keypoint-weight names %s, not keypoints of this robot (%s)"
+                          % (", ".join(unknown), ", ".join(names)))
+    bad = {n: w for n, w in weights.items() if not (math.isfinite(w) and w >= 0)}
+    if bad:
+        raise ConfigError("--keypoint-weight must be finite and >= 0: %s" % bad)
+    if all(weights.get(n, 1.0) == 1.0 for n in names):
+        return None
+    return torch.tensor([float(weights.get(n, 1.0)) for n in names])
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -328,6 +349,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     elif cfg.resume:
         log("no checkpoint in %s yet: starting from scratch" % run_dir)
     counters["sessions"] = int(counters.get("sessions", 0)) + 1
+    map_weights = keypoint_weight_vector(cfg.keypoint_weights, names)
+    if map_weights is not None:
+        map_weights = map_weights.to(device)
+        log("loss weights per keypoint: %s" % ", ".join(
+            "%s %g" % (n, w) for n, w in zip(names, map_weights.tolist()) if w != 1.0))
     provenance.setdefault("commands", []).append(cfg.command or " ".join(sys.argv))
     provenance["data"] = sorted(set(provenance.get("data", [])) | set(cfg.data))
 
@@ -435,7 +461,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             target = lab.encode_torch(xy_out, torch.isfinite(xy_out).all(-1), out_size)
             with dist_util.autocast(device, precision):
                 pred = _heatmaps(model(image))
-            loss = weighted_mse(pred.float(), target, cfg.fg_weight)
+            loss = weighted_mse(pred.float(), target, cfg.fg_weight, map_weights)
             if not torch.isfinite(loss):
                 raise ConfigError("loss became %s at step %d (lr %.2e): lower --lr"
                                   % (float(loss), counters["steps"], lr))
