@@ -9,7 +9,11 @@ figures follow. Never pass the test set here.
 
     python scripts/score_checkpoints.py RUN/snaps/a.pt RUN/last.pt models/panda_default.pt \
         --val /work/data/panda_val_640 --val /work/data/panda_val_640_b \
-        --val /work/data/panda_val_640_c --int8-data /work/data/panda_train_640_d --work /work/exp/score
+        --val /work/data/panda_val_640_c --val /work/data/panda_val_640_old \
+        --val /work/data/panda_val_640_old_b --int8-data /work/data/panda_train_640_d --work /work/exp/score
+
+The _old sets come from the test set's generator (scripts/render_test_set.sh OUT 1001 / 1002).
+Session 19 found the ranking on them can differ from the ranking on today's synth's sets.
 """
 from __future__ import annotations
 
