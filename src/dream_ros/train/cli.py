@@ -167,13 +167,14 @@ def _keypoint_weights(pairs) -> dict:
     from ..errors import InputError
     out = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, _, value = pair.partition("=")
         try:
-            out[name.strip()] = float(value)
+            weight = float(value)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
+            weight = None
+        if weight is None or not name.strip():
             raise InputError("--keypoint-weight takes NAME=WEIGHT, got %r" % pair)
+        out[name.strip()] = weight
     return out
 
 
