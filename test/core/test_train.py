@@ -89,13 +89,13 @@ def test_schedules():
 
 def test_keypoint_weights_scale_each_maps_share_of_the_loss():
     import torch
-    from dream_ros.train.cli import _keypoint_weights
+    from dream_ros.train.cli import _weights
     from dream_ros.train.loop import keypoint_weight_vector, weighted_mse
-    assert _keypoint_weights(["panda_hand=0.25", " panda_link0 = 2"]) == \
+    assert _weights(["panda_hand=0.25", " panda_link0 = 2"], "--keypoint-weight", "NAME") == \
         {"panda_hand": 0.25, "panda_link0": 2.0}
     for bad in ("panda_hand", "panda_hand=x", "=0.5"):
-        with pytest.raises(InputError, match="NAME=WEIGHT"):
-            _keypoint_weights([bad])
+        with pytest.raises(InputError, match="--keypoint-weight takes NAME=WEIGHT"):
+            _weights([bad], "--keypoint-weight", "NAME")
     assert keypoint_weight_vector({}, NAMES) is None
     assert keypoint_weight_vector({"panda_hand": 1.0}, NAMES) is None
     w = keypoint_weight_vector({"panda_hand": 0.0, "panda_link2": 3.0}, NAMES)
@@ -114,6 +114,36 @@ def test_keypoint_weights_scale_each_maps_share_of_the_loss():
     pred[0, 1] = 1.0
     assert float(weighted_mse(pred, target, 10.0, w)) == \
         pytest.approx(3 * float(weighted_mse(pred, target, 10.0)))
+
+
+def test_data_weights_draw_a_set_that_many_times_as_often():
+    from dream_ros.train.cli import _weights
+    from dream_ros.train.dataset import FrameRecord
+    from dream_ros.train.loop import data_weight_map, draw_order
+    dirs = ["/data/big", "/data/small/"]
+    assert _weights(["/data/a=b/small=3"], "--data-weight", "DIR") == {"/data/a=b/small": 3.0}
+    with pytest.raises(InputError, match="--data-weight takes DIR=WEIGHT"):
+        _weights(["/data/small"], "--data-weight", "DIR")
+    with pytest.raises(ConfigError, match="/data/other"):
+        data_weight_map({"/data/other": 2.0}, dirs)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="> 0"):
+            data_weight_map({"/data/small": bad}, dirs)
+    assert data_weight_map({}, dirs) == {} and data_weight_map({"/data/big": 1.0}, dirs) == {}
+    weights = data_weight_map({"/data/small": 4.0}, dirs)    # the trailing slash is the same set
+    assert weights == {"/data/small": 4.0}
+    xy = np.zeros((7, 2), np.float32)
+    records = [FrameRecord("x.jpg", xy, (640, 480), "big/%d" % i, "/data/big") for i in range(8000)] \
+        + [FrameRecord("x.jpg", xy, (640, 480), "small/%d" % i, "/data/small") for i in range(2000)]
+    rng = np.random.default_rng(0)
+    plain = draw_order(records, 1000, {}, rng)
+    weighted = draw_order(records, 1000, weights, rng)
+    share = lambda order: np.mean([records[i].source == "/data/small" for i in order])
+    assert 0.15 < share(plain) < 0.25           # 20 % of the frames, drawn uniformly
+    assert 0.45 < share(weighted) < 0.55        # 4 x 2000 against 8000: half the draws
+    assert len(set(weighted.tolist())) == 1000  # without replacement
+    # a draw larger than the set repeats it, as the plain permutation does
+    assert len(draw_order(records[:10], 25, weights, rng)) == 25
 
 
 def test_precision_follows_the_cpus_bfloat16_support(tmp_path, monkeypatch):

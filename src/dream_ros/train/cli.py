@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keypoint-weight", action="append", default=[], metavar="NAME=W",
                    help="scale this keypoint's map in the loss by W (default 1; repeat per "
                         "keypoint), e.g. to let maps added by --init pull less on the shared layers")
+    p.add_argument("--data-weight", action="append", default=[], metavar="DIR=W",
+                   help="draw the frames of --data DIR W times as often as the others' (default "
+                        "1; repeat per set), e.g. to let a small set count for more")
     p.add_argument("--augment", default="strong", choices=("none", "dream", "strong"))
     p.add_argument("--zoom-prob", type=float, default=0.3,
                    help="share of training samples cropped around the robot, as the detector's "
@@ -148,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_images=args.warmup_images, schedule_images=args.schedule_images,
         sigma_start=args.sigma_start, sigma_anneal_images=args.sigma_anneal_images,
-        fg_weight=args.fg_weight, keypoint_weights=_keypoint_weights(args.keypoint_weight),
+        fg_weight=args.fg_weight, keypoint_weights=_weights(args.keypoint_weight, "--keypoint-weight", "NAME"),
+        data_weights=_weights(args.data_weight, "--data-weight", "DIR"),
         augment=args.augment, zoom_prob=args.zoom_prob, workers=args.workers,
         precision=args.precision, threads=args.threads, val_fraction=args.val_fraction,
         val_data=list(args.val_data),
@@ -162,19 +166,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keypoint_weights(pairs) -> dict:
-    """--keypoint-weight NAME=W pairs as {name: weight}; a malformed pair is an InputError."""
+def _weights(pairs, flag: str, what: str) -> dict:
+    """KEY=W pairs of a repeatable weight flag as {key: weight}; a malformed pair is an
+    InputError naming the flag."""
     from ..errors import InputError
     out = {}
     for pair in pairs:
-        name, _, value = pair.partition("=")
+        key, _, value = pair.rpartition("=")
         try:
             weight = float(value)
         except ValueError:
             weight = None
-        if weight is None or not name.strip():
-            raise InputError("--keypoint-weight takes NAME=WEIGHT, got %r" % pair)
-        out[name.strip()] = weight
+        if weight is None or not key.strip():
+            raise InputError("%s takes %s=WEIGHT, got %r" % (flag, what, pair))
+        out[key.strip()] = weight
     return out
 
 

@@ -33,6 +33,7 @@ class FrameRecord:
     xy: np.ndarray            # (K,2) raw pixels, float32 (NaN if the keypoint is absent)
     raw_size: Tuple[int, int]  # (w, h) of the image the labels refer to
     key: str                  # dataset-relative name used for the split hash
+    source: str = ""          # the --data directory it came from (per-set sampling weights)
 
 
 def is_validation(key: str, val_fraction: float) -> bool:
@@ -156,7 +157,7 @@ class FrameIndex:
                     if im is None:
                         continue
                     size = (im.shape[1], im.shape[0])
-                self._records[str(path)] = FrameRecord(str(image), xy, size, key)
+                self._records[str(path)] = FrameRecord(str(image), xy, size, key, str(d))
                 added += 1
         return added
 

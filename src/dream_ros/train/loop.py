@@ -51,6 +51,9 @@ class TrainConfig:
     # loss weight per keypoint name (others 1): lets a grown model's new maps pull the shared
     # layers less than the maps it already had
     keypoint_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+    # draw weight per --data directory (others 1): a set's frames are drawn W times as often, e.g.
+    # a small set from another generator that the bulk of the frames would drown
+    data_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
     augment: str = "strong"
     zoom_prob: float = 0.0           # share of training samples cropped around the robot
     workers: int = 1
@@ -109,6 +112,32 @@ def keypoint_weight_vector(weights: Dict[str, float], names: Sequence[str]):
     if all(weights.get(n, 1.0) == 1.0 for n in names):
         return None
     return torch.tensor([float(weights.get(n, 1.0)) for n in names])
+
+
+def data_weight_map(weights: Dict[str, float], data_dirs: Sequence[str]) -> Dict[str, float]:
+    """--data-weight checked against --data, keyed as FrameRecord.source; {} when all are 1."""
+    given = {str(Path(d)): float(w) for d, w in weights.items()}
+    unknown = sorted(set(given) - {str(Path(d)) for d in data_dirs})
+    if unknown:
+        raise ConfigError("--data-weight names %s, not among the --data directories (%s)"
+                          % (", ".join(unknown), ", ".join(data_dirs)))
+    bad = {d: w for d, w in given.items() if not (math.isfinite(w) and w > 0)}
+    if bad:
+        raise ConfigError("--data-weight must be finite and > 0 (to leave a set out, drop its "
+                          "--data): %s" % bad)
+    return {} if all(w == 1.0 for w in given.values()) else given
+
+
+def draw_order(records, n_draw: int, set_weights: Dict[str, float], rng) -> np.ndarray:
+    """The frames one epoch draws: a permutation, or with set weights a weighted draw without
+    replacement (each frame weighs its set's weight); repeated to n_draw for tiny datasets."""
+    if not set_weights:
+        order = rng.permutation(len(records))
+    else:
+        p = np.array([set_weights.get(r.source, 1.0) for r in records], dtype=np.float64)
+        order = rng.choice(len(records), size=min(n_draw, len(records)), replace=False,
+                           p=p / p.sum())
+    return np.resize(order, n_draw)
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -354,6 +383,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         map_weights = map_weights.to(device)
         log("loss weights per keypoint: %s" % ", ".join(
             "%s %g" % (n, w) for n, w in zip(names, map_weights.tolist()) if w != 1.0))
+    set_weights = data_weight_map(cfg.data_weights, cfg.data)
+    if set_weights:
+        log("draw weights per data set: %s" % ", ".join(
+            "%s %g" % (d, w) for d, w in set_weights.items() if w != 1.0))
     provenance.setdefault("commands", []).append(cfg.command or " ".join(sys.argv))
     provenance["data"] = sorted(set(provenance.get("data", [])) | set(cfg.data))
 
@@ -432,8 +465,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         g = np.random.default_rng(cfg.seed * 100003 + epoch)
         n_draw = min(cfg.epoch_images, len(train_recs)) if cfg.epoch_images > 0 else len(train_recs)
         n_draw = max(world * cfg.batch_size, n_draw - n_draw % (world * cfg.batch_size))
-        order = g.permutation(len(train_recs))
-        order = np.resize(order, n_draw)   # tiny datasets: repeat the permutation
+        order = draw_order(train_recs, n_draw, set_weights, g)
         mine = order[rank::world].tolist()
         ds = KeypointDataset([train_recs[i] for i in mine], input_size, out_size, cfg.augment,
                              zoom_prob=cfg.zoom_prob, chain_order=kinematics.keypoint_chain_order(),
@@ -444,6 +476,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                             worker_init_fn=_seed_worker)
         log("epoch %d: %d frames indexed (%d train, %d val shown), drawing %d"
             % (epoch, len(index), len(train_recs), len(val_recs), n_draw))
+        if set_weights:
+            drawn = np.unique([train_recs[i].source for i in order], return_counts=True)
+            log("drawn per data set: %s" % ", ".join(
+                "%s %d" % (Path(d).name, n) for d, n in zip(*drawn)))
         it = loader
         if cfg.progress and rank == 0:
             from tqdm import tqdm
