@@ -9,7 +9,8 @@
 # the figures recorded in session 8.
 # Another seed gives a validation set from the test set's generator (never seed 1000 for
 # validation): session 19 rendered panda_val_640_old (1001) and panda_val_640_old_b (1002).
-# COUNT other than 300 renders training frames from it.
+# COUNT other than 300 renders training frames from it: panda_train_640_old (1100 10000, session
+# 19) and panda_train_640_old_b (1200 10000, session 20).
 #   scripts/render_test_set.sh [OUT_DIR] [SEED] [COUNT]  # defaults /work/data/panda_test_640, 1000, 300
 set -eo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
