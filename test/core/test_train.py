@@ -133,8 +133,8 @@ def test_data_weights_draw_a_set_that_many_times_as_often():
     weights = data_weight_map({"/data/small": 4.0}, dirs)    # the trailing slash is the same set
     assert weights == {"/data/small": 4.0}
     xy = np.zeros((7, 2), np.float32)
-    records = [FrameRecord("x.jpg", xy, (640, 480), "big/%d" % i, "/data/big") for i in range(8000)] \
-        + [FrameRecord("x.jpg", xy, (640, 480), "small/%d" % i, "/data/small") for i in range(2000)]
+    records = [FrameRecord("x.jpg", xy, (640, 480), "%s/%d" % (d, i), "/data/" + d)
+               for d, n in (("big", 8000), ("small", 2000)) for i in range(n)]
     rng = np.random.default_rng(0)
     plain = draw_order(records, 1000, {}, rng)
     weighted = draw_order(records, 1000, weights, rng)
