@@ -10,7 +10,9 @@ pipeline's robust PnP without running the network, and reports:
 - ADD AUC with each frame's detections rescaled by that frame's true scale (an upper bound on what
   any contraction correction could give), and with a fixed radial push of ``--push`` pixels;
 - ADD AUC with each error's direction drawn at random and its length kept: what correlated
-  directions cost, against the lengths alone.
+  directions cost, against the lengths alone;
+- ADD AUC with only the keypoints within ``--inlier-px`` of the truth (a perfect outlier test),
+  and how many of the frames with a pose more than 0.1 m off (or none, though viable) it saves.
 
     python scripts/keypoint_error_structure.py EVAL_OUT [--model M] [--push 0.1 0.2 0.3]
 """
@@ -77,15 +79,23 @@ class Replay:
 
     def add_auc(self, adjust=None) -> float:
         """ADD AUC with each frame's detections passed through ``adjust(frame) -> uv``."""
+        adds = self.add_per_frame(adjust, self.frames)
+        return metrics.add_metrics(adds, [fr["viable"] for fr in self.frames]).auc
+
+    def add_per_frame(self, adjust, frames):
+        """ADD of each of ``frames`` (NaN where PnP fails), detections through ``adjust``."""
         adds = []
-        for fr in self.frames:
+        for fr in frames:
             uv = fr["uv"] if adjust is None else adjust(fr)
+            if np.count_nonzero(np.all(np.isfinite(uv), axis=1)) < 4:
+                adds.append(float("nan"))
+                continue
             est = solve_pnp(fr["truth"].pnp_points, uv, fr["K"], robust=True,
                             point_sigma_px=fr["sigma"])
             adds.append(metrics.add_error(est.camera_T_base if est.ok else None,
                                           fr["truth"].pnp_points, fr["truth"].points_camera,
-                                          used=fr["found"] & self.metric_mask))
-        return metrics.add_metrics(adds, [fr["viable"] for fr in self.frames]).auc
+                                          used=np.all(np.isfinite(uv), axis=1) & self.metric_mask))
+        return adds
 
 
 def scaled(fr, factor_of):
@@ -107,6 +117,8 @@ def main(argv=None) -> int:
                    "(default: the one summary.json names)")
     p.add_argument("--push", type=float, nargs="*", default=[0.1, 0.2, 0.3],
                    help="fixed radial pushes to try, pixels")
+    p.add_argument("--inlier-px", type=float, default=10.0,
+                   help="the perfect outlier test keeps keypoints this close to the truth")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     summary = json.loads((args.eval_out / "summary.json").read_text())
@@ -149,6 +161,20 @@ def main(argv=None) -> int:
         return uv
     print("ADD AUC, error directions drawn at random, lengths kept: %.4f"
           % replay.add_auc(random_directions))
+
+    def true_inliers(fr):
+        uv = fr["uv"].copy()
+        uv[~(np.linalg.norm(uv - fr["truth"].uv, axis=1) < args.inlier_px)] = np.nan
+        return uv
+    def pose_wrong(fr):
+        add = fr["row"]["add_m"]
+        return add > metrics.ADD_MAX_M if add is not None else fr["viable"]
+    wrong = [fr for fr in replay.frames if pose_wrong(fr)]
+    saved = replay.add_per_frame(true_inliers, wrong)
+    print("ADD AUC, only the keypoints within %g px of the truth: %.4f; of the %d frames with a "
+          "pose > %g m off or none, %d come within it"
+          % (args.inlier_px, replay.add_auc(true_inliers), len(wrong), metrics.ADD_MAX_M,
+             int(np.sum(np.array(saved) <= metrics.ADD_MAX_M))))
     return 0
 
 
