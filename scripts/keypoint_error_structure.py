@@ -47,9 +47,12 @@ def true_scale(uv, gt, found):
 
 
 class Replay:
-    def __init__(self, out_dir: Path, model: str):
+    def __init__(self, out_dir: Path, model=None):
+        """``model``: the file the detections came from, for the pose's per-keypoint weights
+        (None: summary.json's; an oracle-keypoints eval has none and its pose weighs none)."""
         summary = json.loads((out_dir / "summary.json").read_text())
-        _, config = load_model(model)
+        model = model or summary.get("model")
+        sigma_px = load_model(model)[1].keypoint_sigma_px if model else None
         self.robot = RobotModel.load(summary["robot"])
         names = list(self.robot.keypoint_names)
         self.metric_mask = np.isin(names, metric_keypoints(self.robot))
@@ -65,14 +68,15 @@ class Replay:
         for fr in ds.frames:
             row = saved[fr.name]
             uv = np.array([row["keypoints"].get(n) or (np.nan, np.nan) for n in names], float)
-            scores = np.array([np.nan if row["scores"].get(n) is None else row["scores"][n]
+            saved_scores = row.get("scores") or {}
+            scores = np.array([np.nan if saved_scores.get(n) is None else saved_scores[n]
                                for n in names], float)
             found = np.all(np.isfinite(uv), axis=1)
             truth = frame_truth(fr.uv_gt, fr.points_camera, units, fk_points(self.robot, fr.joints))
             strict = metrics.in_frame_mask(truth.uv, ds.image_size, strict=True)
             self.frames.append(dict(
                 uv=uv, found=found, truth=truth, row=row,
-                sigma=detection_sigma_px(config.keypoint_sigma_px, scores, found),
+                sigma=detection_sigma_px(sigma_px, scores, found) if sigma_px else None,
                 K=fr.K if fr.K is not None else ds.K,
                 viable=int(np.count_nonzero(strict & self.metric_mask))
                 >= metrics.MIN_VIABLE_KEYPOINTS))
@@ -122,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     summary = json.loads((args.eval_out / "summary.json").read_text())
-    replay = Replay(args.eval_out, args.model or summary["model"])
+    replay = Replay(args.eval_out, args.model)
 
     print("saved ADD AUC %.4f, replayed %.4f" % (summary["add_auc"], replay.add_auc()))
     print("\ncontraction by camera distance (mean keypoint distance; frames with a pose):")
