@@ -73,13 +73,10 @@ class Replay:
                                for n in names], float)
             found = np.all(np.isfinite(uv), axis=1)
             truth = frame_truth(fr.uv_gt, fr.points_camera, units, fk_points(self.robot, fr.joints))
-            strict = metrics.in_frame_mask(truth.uv, ds.image_size, strict=True)
             self.frames.append(dict(
-                uv=uv, found=found, truth=truth, row=row,
+                uv=uv, found=found, truth=truth, row=row, viable=bool(row["viable"]),
                 sigma=detection_sigma_px(sigma_px, scores, found) if sigma_px else None,
-                K=fr.K if fr.K is not None else ds.K,
-                viable=int(np.count_nonzero(strict & self.metric_mask))
-                >= metrics.MIN_VIABLE_KEYPOINTS))
+                K=fr.K if fr.K is not None else ds.K))
 
     def add_auc(self, adjust=None) -> float:
         """ADD AUC with each frame's detections passed through ``adjust(frame) -> uv``."""
@@ -91,9 +88,6 @@ class Replay:
         adds = []
         for fr in frames:
             uv = fr["uv"] if adjust is None else adjust(fr)
-            if np.count_nonzero(np.all(np.isfinite(uv), axis=1)) < 4:
-                adds.append(float("nan"))
-                continue
             est = solve_pnp(fr["truth"].pnp_points, uv, fr["K"], robust=True,
                             point_sigma_px=fr["sigma"])
             adds.append(metrics.add_error(est.camera_T_base if est.ok else None,
@@ -170,6 +164,7 @@ def main(argv=None) -> int:
         uv = fr["uv"].copy()
         uv[~(np.linalg.norm(uv - fr["truth"].uv, axis=1) < args.inlier_px)] = np.nan
         return uv
+
     def pose_wrong(fr):
         add = fr["row"]["add_m"]
         return add > metrics.ADD_MAX_M if add is not None else fr["viable"]
