@@ -53,10 +53,10 @@ class Setup:
                 yield fr, load_rgb(fr.image_path)
 
     def errors(self, fr, uv) -> np.ndarray:
-        """Errors of the metric keypoints inside the image; inf where not found."""
+        """Errors of the metric keypoints inside the image (as PCK counts them); inf where not
+        found."""
         gt = np.asarray(fr.uv_gt, float)
-        w, h = self.ds.image_size
-        inside = (gt[:, 0] >= 0) & (gt[:, 0] < w) & (gt[:, 1] >= 0) & (gt[:, 1] < h)
+        inside = metrics.in_frame_mask(gt, self.ds.image_size)      # PCK's test
         e = np.linalg.norm(uv - gt, axis=1)
         e[~np.isfinite(e)] = np.inf
         keep = np.zeros(len(e), bool)

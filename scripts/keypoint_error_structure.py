@@ -26,6 +26,7 @@ import numpy as np
 from dream_ros.evaluation import metrics
 from dream_ros.evaluation.dataset import load_eval_frames
 from dream_ros.evaluation.ground_truth import frame_truth
+from dream_ros.evaluation.results import read_results
 from dream_ros.evaluation.runner import fk_points, metric_keypoints, resolve_units
 from dream_ros.network.detector import detection_sigma_px
 from dream_ros.network.model_file import load_model
@@ -59,11 +60,7 @@ class Replay:
         ds = load_eval_frames(summary["data"], names, robot_name=self.robot.name,
                               derive_with=self.robot)
         units = resolve_units(summary.get("units") or "auto", ds.frames, self.robot)
-        saved = {}
-        with open(out_dir / "results.jsonl") as f:
-            for line in f:
-                row = json.loads(line)
-                saved[row["frame"]] = row
+        saved = {row["frame"]: row for row in read_results(out_dir / "results.jsonl")}
         self.frames = []
         for fr in ds.frames:
             row = saved[fr.name]
